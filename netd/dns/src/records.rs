@@ -1,0 +1,600 @@
+//! The records view: an immutable snapshot of every network's names, swapped atomically on change.
+//!
+//! Readers (the request handler) load the current snapshot without locking; writers build a new
+//! snapshot (rebuilding only the network that changed) and swap it in. That is what makes a record
+//! visible to the very next query after `add_endpoint` returns, with no reload window.
+//! Everything here is pure: the answer to a question is a function of (snapshot, client, question).
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::rdata::{A, AAAA, PTR};
+use hickory_proto::rr::{Name, RData, Record, RecordType};
+use ipnet::IpNet;
+
+use crate::{EndpointDns, NetworkDns};
+
+/// All networks DNS knows about, keyed by network name.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Records {
+    /// Networks by name; each is shared between snapshots until it changes.
+    pub(crate) networks: BTreeMap<String, Arc<NetRecords>>,
+}
+
+/// One network's configuration plus the indexes answering queries for it.
+#[derive(Debug, Clone)]
+pub(crate) struct NetRecords {
+    /// Network name as given (lookups use the lowercase form).
+    pub(crate) name: String,
+    /// Lowercase network name: the `name.<network>` zone.
+    pub(crate) zone: String,
+    /// Lowercase domain without trailing dot (e.g. `mynet.netd`).
+    pub(crate) domain: Option<String>,
+    /// Subnets of the network: clients inside them belong to it, their reverse zones are ours.
+    pub(crate) subnets: Vec<IpNet>,
+    /// Gateway addresses the listeners bind.
+    pub(crate) listen: Vec<IpAddr>,
+    /// Configured upstreams; empty means the host's resolv.conf.
+    pub(crate) upstreams: Vec<SocketAddr>,
+    /// Internal networks never forward.
+    pub(crate) internal: bool,
+    /// Endpoints by key, names already normalised.
+    endpoints: BTreeMap<String, EndpointDns>,
+    /// Lowercase name (bare, `.network`, `.domain`) -> addresses in endpoint-key order.
+    names: HashMap<String, Vec<IpAddr>>,
+    /// Address -> PTR target (`name.network.`).
+    ptr: HashMap<IpAddr, Name>,
+    /// Address -> keys of the endpoints holding it.
+    by_ip: HashMap<IpAddr, Vec<String>>,
+}
+
+/// Lowercases a name and strips one trailing dot, the form every index key uses.
+pub(crate) fn normalize(name: &str) -> String {
+    name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase()
+}
+
+/// The index key for a DNS name: lowercase labels joined by dots, no trailing dot.
+pub(crate) fn key_of(name: &Name) -> String {
+    let mut out = String::with_capacity(name.len());
+    for (i, label) in name.iter().enumerate() {
+        if i > 0 {
+            out.push('.');
+        }
+        out.push_str(&String::from_utf8_lossy(label).to_ascii_lowercase());
+    }
+    out
+}
+
+/// Checks that a name can be served: parses as a DNS name, labels <= 63 bytes, total <= 253.
+pub(crate) fn validate_name(name: &str) -> Result<(), String> {
+    let trimmed = name.strip_suffix('.').unwrap_or(name);
+    if trimmed.is_empty() {
+        return Err("empty name".into());
+    }
+    if trimmed.len() > 253 {
+        return Err("longer than 253 bytes".into());
+    }
+    if trimmed
+        .bytes()
+        .any(|b| b.is_ascii_whitespace() || b.is_ascii_control() || b == b'/' || b == b'\\')
+    {
+        return Err("contains whitespace, control characters, '/' or '\\'".into());
+    }
+    for label in trimmed.split('.') {
+        if label.is_empty() {
+            return Err("empty label".into());
+        }
+        if label.len() > 63 {
+            return Err(format!("label {label:?} longer than 63 bytes"));
+        }
+    }
+    Name::from_ascii(trimmed).map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+impl NetRecords {
+    /// A network with no endpoints yet.
+    pub(crate) fn new(net: &NetworkDns) -> Self {
+        let mut this = Self {
+            name: net.name.clone(),
+            zone: normalize(&net.name),
+            domain: net.domain.as_deref().map(normalize),
+            subnets: net.subnets.clone(),
+            listen: net.listen.clone(),
+            upstreams: net.upstreams.clone(),
+            internal: net.internal,
+            endpoints: BTreeMap::new(),
+            names: HashMap::new(),
+            ptr: HashMap::new(),
+            by_ip: HashMap::new(),
+        };
+        this.reindex();
+        this
+    }
+
+    /// A copy of this network with `ep` added (or replacing the endpoint with the same key).
+    pub(crate) fn with_endpoint(&self, ep: EndpointDns) -> Self {
+        let mut next = self.clone();
+        let mut ep = ep;
+        ep.names = ep.names.iter().map(|n| normalize(n)).collect();
+        next.endpoints.insert(ep.key.clone(), ep);
+        next.reindex();
+        next
+    }
+
+    /// A copy of this network without the endpoint `key`, or None when it is not there.
+    pub(crate) fn without_endpoint(&self, key: &str) -> Option<Self> {
+        if !self.endpoints.contains_key(key) {
+            return None;
+        }
+        let mut next = self.clone();
+        next.endpoints.remove(key);
+        next.reindex();
+        Some(next)
+    }
+
+    /// Whether an endpoint with this key is registered here.
+    pub(crate) fn has_endpoint(&self, key: &str) -> bool {
+        self.endpoints.contains_key(key)
+    }
+
+    /// Rebuilds the lookup indexes from `endpoints`; O(endpoints of this network).
+    fn reindex(&mut self) {
+        let mut names: HashMap<String, Vec<IpAddr>> = HashMap::new();
+        let mut ptr = HashMap::new();
+        let mut by_ip: HashMap<IpAddr, Vec<String>> = HashMap::new();
+        let zone_name = Name::from_ascii(&self.zone).ok();
+        for ep in self.endpoints.values() {
+            for name in &ep.names {
+                let mut forms = vec![name.clone(), format!("{name}.{}", self.zone)];
+                if let Some(domain) = &self.domain {
+                    forms.push(format!("{name}.{domain}"));
+                }
+                for form in forms {
+                    let addrs = names.entry(form).or_default();
+                    for addr in &ep.addrs {
+                        if !addrs.contains(addr) {
+                            addrs.push(*addr);
+                        }
+                    }
+                }
+            }
+            for addr in &ep.addrs {
+                by_ip.entry(*addr).or_default().push(ep.key.clone());
+                // The first name is the container name; PTR points at `name.network.`.
+                if let (Some(first), Some(zone)) = (ep.names.first(), &zone_name) {
+                    if let Ok(label) = Name::from_ascii(first) {
+                        if let Ok(mut target) = label.append_name(zone) {
+                            target.set_fqdn(true);
+                            ptr.entry(*addr).or_insert(target);
+                        }
+                    }
+                }
+            }
+        }
+        self.names = names;
+        self.ptr = ptr;
+        self.by_ip = by_ip;
+    }
+
+    /// Addresses of a (normalised) name in this network.
+    pub(crate) fn addrs(&self, name: &str) -> Option<&[IpAddr]> {
+        self.names.get(name).map(Vec::as_slice)
+    }
+
+    /// Whether `name` is this network's zone apex or lies under it (`x.<network>`, `x.<domain>`).
+    fn owns_zone(&self, name: &str) -> bool {
+        let under = |zone: &str| {
+            name == zone
+                || (name.len() > zone.len()
+                    && name.ends_with(zone)
+                    && name.as_bytes()[name.len() - zone.len() - 1] == b'.')
+        };
+        under(&self.zone) || self.domain.as_deref().is_some_and(under)
+    }
+}
+
+/// What the local view says about a question.
+#[derive(Debug, PartialEq)]
+pub(crate) enum Local {
+    /// Answer from netd's own data, authoritatively.
+    Answer {
+        /// NOERROR or NXDOMAIN.
+        rcode: ResponseCode,
+        /// Records for the answer section (may be empty: NODATA).
+        records: Vec<Record>,
+    },
+    /// Not a netd name: forward it (if the client's networks allow it).
+    Forward,
+}
+
+impl Records {
+    /// The networks a client may resolve names of, by its source address.
+    ///
+    /// A source that is an endpoint address gets every network where an endpoint with the same key
+    /// (the same container) is registered, so a container on A and B resolves both whichever
+    /// gateway it asks. Otherwise a source inside a subnet, or equal to a gateway (the host), gets
+    /// that network. Anything else gets nothing: it is refused.
+    pub(crate) fn scope(&self, src: IpAddr) -> Vec<&Arc<NetRecords>> {
+        let src = canonical(src);
+        let keys: Vec<&String> = self
+            .networks
+            .values()
+            .filter_map(|n| n.by_ip.get(&src))
+            .flatten()
+            .collect();
+        if !keys.is_empty() {
+            return self
+                .networks
+                .values()
+                .filter(|n| keys.iter().any(|k| n.has_endpoint(k)))
+                .collect();
+        }
+        self.networks
+            .values()
+            .filter(|n| n.listen.contains(&src) || n.subnets.iter().any(|s| s.contains(&src)))
+            .collect()
+    }
+
+    /// Whether an address lies in any netd subnet (its reverse zone is ours, never forwarded).
+    fn in_any_subnet(&self, addr: &IpAddr) -> bool {
+        self.networks
+            .values()
+            .any(|n| n.subnets.iter().any(|s| s.contains(addr)))
+    }
+
+    /// Whether a reverse-zone prefix overlaps any netd subnet.
+    fn overlaps_any_subnet(&self, prefix: &IpNet) -> bool {
+        self.networks.values().any(|n| {
+            n.subnets
+                .iter()
+                .any(|s| s.contains(prefix) || prefix.contains(s))
+        })
+    }
+
+    /// Answers `qname`/`qtype` for a client whose scope is `scope`.
+    ///
+    /// `rotate` picks the rotation of multi-address answers so that a service name shared by
+    /// several containers spreads clients across them.
+    pub(crate) fn answer(
+        &self,
+        scope: &[&Arc<NetRecords>],
+        qname: &Name,
+        qtype: RecordType,
+        ttl: u32,
+        rotate: usize,
+    ) -> Local {
+        let key = key_of(qname);
+        if key.ends_with("in-addr.arpa") || key.ends_with("ip6.arpa") {
+            return self.answer_reverse(scope, qname, qtype, ttl);
+        }
+
+        let mut addrs: Vec<IpAddr> = Vec::new();
+        let mut known = false;
+        for net in scope {
+            if let Some(found) = net.addrs(&key) {
+                known = true;
+                for a in found {
+                    if !addrs.contains(a) {
+                        addrs.push(*a);
+                    }
+                }
+            }
+        }
+        if !known {
+            if scope.iter().any(|n| n.owns_zone(&key)) {
+                // A zone apex exists (NOERROR, no data); anything else under it does not.
+                let rcode = if scope.iter().any(|n| n.zone == key || n.domain.as_ref() == Some(&key))
+                {
+                    ResponseCode::NoError
+                } else {
+                    ResponseCode::NXDomain
+                };
+                return Local::Answer {
+                    rcode,
+                    records: Vec::new(),
+                };
+            }
+            return Local::Forward;
+        }
+
+        let want_v4 = matches!(qtype, RecordType::A | RecordType::ANY);
+        let want_v6 = matches!(qtype, RecordType::AAAA | RecordType::ANY);
+        let mut family: Vec<IpAddr> = addrs
+            .into_iter()
+            .filter(|a| (a.is_ipv4() && want_v4) || (a.is_ipv6() && want_v6))
+            .collect();
+        if !family.is_empty() {
+            let n = family.len();
+            family.rotate_left(rotate % n);
+        }
+        let records = family
+            .into_iter()
+            .map(|a| {
+                let data = match a {
+                    IpAddr::V4(v4) => RData::A(A(v4)),
+                    IpAddr::V6(v6) => RData::AAAA(AAAA(v6)),
+                };
+                Record::from_rdata(qname.clone(), ttl, data)
+            })
+            .collect();
+        // A known name lacking the family is NOERROR/NODATA, never forwarded: forwarding would
+        // leak container names upstream and could return a stranger's address for them.
+        Local::Answer {
+            rcode: ResponseCode::NoError,
+            records,
+        }
+    }
+
+    fn answer_reverse(
+        &self,
+        scope: &[&Arc<NetRecords>],
+        qname: &Name,
+        qtype: RecordType,
+        ttl: u32,
+    ) -> Local {
+        let Ok(prefix) = qname.parse_arpa_name() else {
+            return Local::Forward;
+        };
+        if prefix.prefix_len() != prefix.max_prefix_len() {
+            // A partial reverse name (e.g. `0.10.in-addr.arpa`): ours when it touches a netd
+            // subnet; it exists as an empty non-terminal, so NOERROR with no data.
+            if self.overlaps_any_subnet(&prefix) {
+                return Local::Answer {
+                    rcode: ResponseCode::NoError,
+                    records: Vec::new(),
+                };
+            }
+            return Local::Forward;
+        }
+        let addr = canonical(prefix.addr());
+        let targets: Vec<&Name> = scope.iter().filter_map(|n| n.ptr.get(&addr)).collect();
+        if !targets.is_empty() {
+            let records = if matches!(qtype, RecordType::PTR | RecordType::ANY) {
+                let mut seen: Vec<&Name> = Vec::new();
+                for t in targets {
+                    if !seen.contains(&t) {
+                        seen.push(t);
+                    }
+                }
+                seen.into_iter()
+                    .map(|t| Record::from_rdata(qname.clone(), ttl, RData::PTR(PTR(t.clone()))))
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            return Local::Answer {
+                rcode: ResponseCode::NoError,
+                records,
+            };
+        }
+        if self.in_any_subnet(&addr) {
+            // netd's subnets are private to this host: upstream cannot know them, and asking would
+            // leak which addresses containers use.
+            return Local::Answer {
+                rcode: ResponseCode::NXDomain,
+                records: Vec::new(),
+            };
+        }
+        Local::Forward
+    }
+}
+
+/// Maps IPv4-mapped IPv6 addresses to IPv4 so a dual-stack socket's peers match v4 records.
+fn canonical(addr: IpAddr) -> IpAddr {
+    match addr {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(addr, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn net(name: &str, subnet: &str, gw: &str, domain: Option<&str>) -> NetworkDns {
+        NetworkDns {
+            name: name.into(),
+            subnets: vec![subnet.parse().unwrap()],
+            listen: vec![gw.parse().unwrap()],
+            domain: domain.map(Into::into),
+            upstreams: vec![],
+            internal: false,
+        }
+    }
+
+    fn ep(key: &str, names: &[&str], addrs: &[&str]) -> EndpointDns {
+        EndpointDns {
+            key: key.into(),
+            names: names.iter().map(|s| s.to_string()).collect(),
+            addrs: addrs.iter().map(|s| s.parse().unwrap()).collect(),
+        }
+    }
+
+    fn records() -> Records {
+        let a = NetRecords::new(&net("neta", "10.1.0.0/24", "10.1.0.1", Some("a.netd")))
+            .with_endpoint(ep("c1", &["web", "svc"], &["10.1.0.2", "fd00:1::2"]))
+            .with_endpoint(ep("c2", &["db", "svc"], &["10.1.0.3"]))
+            .with_endpoint(ep("both", &["both"], &["10.1.0.9"]));
+        let b = NetRecords::new(&net("netb", "10.2.0.0/24", "10.2.0.1", None))
+            .with_endpoint(ep("c3", &["cache"], &["10.2.0.2"]))
+            .with_endpoint(ep("both", &["both"], &["10.2.0.9"]));
+        let mut r = Records::default();
+        r.networks.insert("neta".into(), Arc::new(a));
+        r.networks.insert("netb".into(), Arc::new(b));
+        r
+    }
+
+    fn ask(r: &Records, src: &str, q: &str, t: RecordType) -> Local {
+        let scope = r.scope(src.parse().unwrap());
+        r.answer(&scope, &Name::from_ascii(q).unwrap(), t, 5, 0)
+    }
+
+    fn addrs_of(l: &Local) -> Vec<String> {
+        match l {
+            Local::Answer { records, .. } => records.iter().map(|r| r.data.to_string()).collect(),
+            Local::Forward => panic!("forwarded"),
+        }
+    }
+
+    #[test]
+    fn names_aliases_and_qualified_forms_resolve_case_insensitively() {
+        let r = records();
+        assert_eq!(
+            addrs_of(&ask(&r, "10.1.0.3", "WeB", RecordType::A)),
+            ["10.1.0.2"]
+        );
+        assert_eq!(
+            addrs_of(&ask(&r, "10.1.0.3", "web.NETA.", RecordType::A)),
+            ["10.1.0.2"]
+        );
+        assert_eq!(
+            addrs_of(&ask(&r, "10.1.0.3", "web.a.netd", RecordType::AAAA)),
+            ["fd00:1::2"]
+        );
+        let mut svc = addrs_of(&ask(&r, "10.1.0.3", "svc", RecordType::A));
+        svc.sort();
+        assert_eq!(svc, ["10.1.0.2", "10.1.0.3"]);
+    }
+
+    #[test]
+    fn rotation_changes_the_first_address() {
+        let r = records();
+        let scope = r.scope("10.1.0.2".parse().unwrap());
+        let name = Name::from_ascii("svc").unwrap();
+        let first = |rot| addrs_of(&r.answer(&scope, &name, RecordType::A, 5, rot))[0].clone();
+        assert_ne!(first(0), first(1));
+    }
+
+    #[test]
+    fn known_name_without_family_is_nodata_not_forwarded() {
+        let r = records();
+        assert_eq!(
+            ask(&r, "10.1.0.2", "db", RecordType::AAAA),
+            Local::Answer {
+                rcode: ResponseCode::NoError,
+                records: vec![]
+            }
+        );
+        assert_eq!(
+            ask(&r, "10.1.0.2", "db", RecordType::MX),
+            Local::Answer {
+                rcode: ResponseCode::NoError,
+                records: vec![]
+            }
+        );
+    }
+
+    #[test]
+    fn scope_isolates_networks_and_joins_a_multi_network_container() {
+        let r = records();
+        assert_eq!(ask(&r, "10.1.0.2", "cache", RecordType::A), Local::Forward);
+        assert_eq!(
+            addrs_of(&ask(&r, "10.2.0.2", "cache", RecordType::A)),
+            ["10.2.0.2"]
+        );
+        // "both" is on A and B: asking from its A address resolves B's names.
+        assert_eq!(
+            addrs_of(&ask(&r, "10.1.0.9", "cache", RecordType::A)),
+            ["10.2.0.2"]
+        );
+        assert_eq!(
+            addrs_of(&ask(&r, "10.2.0.9", "web", RecordType::A)),
+            ["10.1.0.2"]
+        );
+        // The host on a gateway address, an unregistered address in a subnet, a stranger.
+        assert_eq!(r.scope("10.1.0.1".parse().unwrap()).len(), 1);
+        assert_eq!(r.scope("10.2.0.77".parse().unwrap()).len(), 1);
+        assert!(r.scope("192.0.2.1".parse().unwrap()).is_empty());
+    }
+
+    #[test]
+    fn unknown_names_in_a_network_zone_are_nxdomain() {
+        let r = records();
+        assert_eq!(
+            ask(&r, "10.1.0.2", "nope.neta", RecordType::A),
+            Local::Answer {
+                rcode: ResponseCode::NXDomain,
+                records: vec![]
+            }
+        );
+        assert_eq!(
+            ask(&r, "10.1.0.2", "nope.a.netd", RecordType::A),
+            Local::Answer {
+                rcode: ResponseCode::NXDomain,
+                records: vec![]
+            }
+        );
+        assert_eq!(
+            ask(&r, "10.1.0.2", "example.com", RecordType::A),
+            Local::Forward
+        );
+        // Another network's zone is not ours for this client: forwarded, not answered.
+        assert_eq!(
+            ask(&r, "10.1.0.2", "nope.netb", RecordType::A),
+            Local::Forward
+        );
+    }
+
+    #[test]
+    fn ptr_and_reverse_zones() {
+        let r = records();
+        assert_eq!(
+            addrs_of(&ask(&r, "10.1.0.3", "2.0.1.10.in-addr.arpa", RecordType::PTR)),
+            ["web.neta."]
+        );
+        let v6 = "2.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.1.0.0.0.0.0.d.f.ip6.arpa";
+        assert_eq!(
+            addrs_of(&ask(&r, "10.1.0.3", v6, RecordType::PTR)),
+            ["web.neta."]
+        );
+        assert_eq!(
+            ask(&r, "10.1.0.3", "77.0.1.10.in-addr.arpa", RecordType::PTR),
+            Local::Answer {
+                rcode: ResponseCode::NXDomain,
+                records: vec![]
+            }
+        );
+        // Another network's container: NXDOMAIN for this client, but still never forwarded.
+        assert_eq!(
+            ask(&r, "10.1.0.3", "2.0.2.10.in-addr.arpa", RecordType::PTR),
+            Local::Answer {
+                rcode: ResponseCode::NXDomain,
+                records: vec![]
+            }
+        );
+        assert_eq!(
+            ask(&r, "10.1.0.3", "1.2.0.192.in-addr.arpa", RecordType::PTR),
+            Local::Forward
+        );
+        assert_eq!(
+            ask(&r, "10.1.0.3", "1.10.in-addr.arpa", RecordType::PTR),
+            Local::Answer {
+                rcode: ResponseCode::NoError,
+                records: vec![]
+            }
+        );
+    }
+
+    #[test]
+    fn removing_an_endpoint_removes_its_names() {
+        let r = records();
+        let a = r.networks["neta"].without_endpoint("c1").unwrap();
+        assert!(a.addrs("web").is_none());
+        assert_eq!(a.addrs("svc").unwrap(), ["10.1.0.3".parse::<IpAddr>().unwrap()]);
+        assert!(a.without_endpoint("c1").is_none());
+    }
+
+    #[test]
+    fn name_validation() {
+        assert!(validate_name("web-1").is_ok());
+        assert!(validate_name("my_container").is_ok());
+        assert!(validate_name("a.b.c.").is_ok());
+        assert!(validate_name("").is_err());
+        assert!(validate_name("a..b").is_err());
+        assert!(validate_name("has space").is_err());
+        assert!(validate_name(&"x".repeat(64)).is_err());
+    }
+}

@@ -1,0 +1,417 @@
+//! The operations netd needs: bridges, veth pairs born in the container namespace, addresses,
+//! routes and link lookups.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::os::fd::AsRawFd;
+
+use futures::TryStreamExt;
+use ipnet::IpNet;
+use netlink_packet_route::address::{AddressAttribute, AddressFlags};
+use netlink_packet_route::link::{
+    InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo as NlLinkInfo, LinkMessage,
+};
+use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteMessage, RouteType};
+use rtnetlink::{Handle, LinkBridge, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder};
+
+use super::NetlinkError;
+use crate::netns::Netns;
+
+const ENODEV: i32 = libc::ENODEV;
+const EEXIST: i32 = libc::EEXIST;
+
+/// What netd needs to know about an interface.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkInfo {
+    /// Interface index.
+    pub index: u32,
+    /// Name.
+    pub name: String,
+    /// `IFLA_INFO_KIND` (bridge, veth, …).
+    pub kind: Option<String>,
+    /// MAC address.
+    pub mac: Option<[u8; 6]>,
+    /// Index of the controller (bridge) it is enslaved to.
+    pub master: Option<u32>,
+    /// Administratively up.
+    pub up: bool,
+    /// MTU.
+    pub mtu: Option<u32>,
+}
+
+/// A bridge as netd wants it.
+#[derive(Debug, Clone)]
+pub struct BridgeSpec {
+    /// Bridge name.
+    pub name: String,
+    /// MTU, if set.
+    pub mtu: Option<u32>,
+    /// Pinned MAC: a bridge otherwise takes the lowest MAC of its ports, and every port change
+    /// then changes the gateway's MAC under the containers' ARP caches (netavark pins it too).
+    pub mac: [u8; 6],
+    /// Gateway addresses with the subnet prefix.
+    pub addrs: Vec<IpNet>,
+}
+
+/// A veth pair whose peer is created directly inside the container namespace.
+#[derive(Debug)]
+pub struct VethSpec<'a> {
+    /// Host-side name.
+    pub host_name: String,
+    /// Container-side name (final name: no rename dance).
+    pub peer_name: String,
+    /// Container namespace.
+    pub peer_netns: &'a Netns,
+    /// Bridge index the host end is enslaved to.
+    pub master: u32,
+    /// MTU, if set.
+    pub mtu: Option<u32>,
+    /// Requested container-side MAC.
+    pub peer_mac: Option<[u8; 6]>,
+}
+
+/// A route as read from the kernel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteEntry {
+    /// Destination.
+    pub dst: IpNet,
+    /// Gateway.
+    pub gateway: Option<IpAddr>,
+    /// Output interface index.
+    pub oif: Option<u32>,
+}
+
+/// A netlink route socket bound to one network namespace.
+#[derive(Debug, Clone)]
+pub struct Netlink {
+    handle: Handle,
+}
+
+impl Netlink {
+    /// A socket in the calling thread's namespace. Needs a tokio runtime.
+    pub fn current() -> Result<Netlink, NetlinkError> {
+        let (conn, handle, _) = rtnetlink::new_connection().map_err(NetlinkError::Socket)?;
+        tokio::spawn(conn);
+        Ok(Netlink { handle })
+    }
+
+    /// A socket inside `ns`, opened on a dedicated thread so no tokio worker changes namespace.
+    pub fn in_netns(ns: &Netns) -> Result<Netlink, NetlinkError> {
+        let rt = tokio::runtime::Handle::current();
+        let opened = ns
+            .run(move || {
+                // The socket registers with this runtime's reactor but lives in `ns`.
+                let _guard = rt.enter();
+                rtnetlink::new_connection()
+            })
+            .map_err(|e| NetlinkError::Socket(std::io::Error::other(e.to_string())))?;
+        let (conn, handle, _) = opened.map_err(NetlinkError::Socket)?;
+        tokio::spawn(conn);
+        Ok(Netlink { handle })
+    }
+
+    /// Looks an interface up by name; `None` when it does not exist.
+    pub async fn link_by_name(&self, name: &str) -> Result<Option<LinkInfo>, NetlinkError> {
+        let mut stream = self.handle.link().get().match_name(name).execute();
+        match stream.try_next().await {
+            Ok(Some(msg)) => Ok(Some(parse_link(&msg))),
+            Ok(None) => Ok(None),
+            Err(e) => {
+                let err = NetlinkError::kernel("looking up interface", name, e);
+                if err.errno() == Some(ENODEV) {
+                    Ok(None)
+                } else {
+                    Err(err)
+                }
+            }
+        }
+    }
+
+    /// Every interface in the namespace.
+    pub async fn links(&self) -> Result<Vec<LinkInfo>, NetlinkError> {
+        let msgs: Vec<LinkMessage> = self
+            .handle
+            .link()
+            .get()
+            .execute()
+            .try_collect()
+            .await
+            .map_err(|e| NetlinkError::kernel("listing interfaces", "", e))?;
+        Ok(msgs.iter().map(parse_link).collect())
+    }
+
+    /// Creates the bridge, or validates and adopts an existing one of that name; then makes sure
+    /// it is up and holds every gateway address. Returns it and whether it was created.
+    pub async fn ensure_bridge(&self, spec: &BridgeSpec) -> Result<(LinkInfo, bool), NetlinkError> {
+        let (link, created) = match self.link_by_name(&spec.name).await? {
+            Some(link) => {
+                if link.kind.as_deref() != Some("bridge") {
+                    return Err(NetlinkError::Conflict(format!(
+                        "creating bridge {}: an interface of that name exists and is not a bridge (kind {})",
+                        spec.name,
+                        link.kind.as_deref().unwrap_or("unknown")
+                    )));
+                }
+                if !link.up {
+                    self.set_up(link.index, &spec.name).await?;
+                }
+                (link, false)
+            }
+            None => {
+                let mut b = LinkBridge::new(&spec.name).address(spec.mac.to_vec()).up();
+                if let Some(mtu) = spec.mtu {
+                    b = b.mtu(mtu);
+                }
+                match self.handle.link().add(b.build()).execute().await {
+                    Ok(()) => {}
+                    Err(e) => return Err(NetlinkError::kernel("creating bridge", &spec.name, e)),
+                }
+                let link = self.link_by_name(&spec.name).await?.ok_or_else(|| {
+                    NetlinkError::NoSuchLink {
+                        op: "reading back bridge",
+                        target: spec.name.clone(),
+                    }
+                })?;
+                (link, true)
+            }
+        };
+        for addr in &spec.addrs {
+            self.add_address(link.index, &spec.name, *addr).await?;
+        }
+        Ok((link, created))
+    }
+
+    /// Sets an interface up.
+    pub async fn set_up(&self, index: u32, name: &str) -> Result<(), NetlinkError> {
+        let msg = LinkUnspec::new_with_index(index).up().build();
+        self.handle
+            .link()
+            .set(msg)
+            .execute()
+            .await
+            .map_err(|e| NetlinkError::kernel("setting up", name, e))
+    }
+
+    /// Adds an address (no DAD for IPv6, so it is usable at once); an existing one is fine.
+    pub async fn add_address(&self, index: u32, name: &str, addr: IpNet) -> Result<(), NetlinkError> {
+        let mut req = self.handle.address().add(index, addr.addr(), addr.prefix_len());
+        if addr.addr().is_ipv6() {
+            req.message_mut()
+                .attributes
+                .push(AddressAttribute::Flags(AddressFlags::Nodad));
+        }
+        match req.execute().await {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                let err = NetlinkError::kernel("adding address", format!("{addr} to {name}"), e);
+                if err.errno() == Some(EEXIST) {
+                    Ok(())
+                } else {
+                    Err(err)
+                }
+            }
+        }
+    }
+
+    /// Addresses on an interface.
+    pub async fn addresses(&self, index: u32) -> Result<Vec<IpNet>, NetlinkError> {
+        let msgs: Vec<_> = self
+            .handle
+            .address()
+            .get()
+            .set_link_index_filter(index)
+            .execute()
+            .try_collect()
+            .await
+            .map_err(|e| NetlinkError::kernel("listing addresses of", index.to_string(), e))?;
+        let mut out = Vec::new();
+        for m in msgs {
+            let plen = m.header.prefix_len;
+            for a in &m.attributes {
+                if let AddressAttribute::Address(ip) = a {
+                    if let Ok(net) = IpNet::new(*ip, plen) {
+                        out.push(net);
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Creates a veth pair in one request: the host end enslaved to the bridge and up, the peer
+    /// born inside the container namespace under its final name, up.
+    pub async fn create_veth(&self, spec: &VethSpec<'_>) -> Result<(), NetlinkError> {
+        let mut peer = LinkMessageBuilder::<LinkUnspec>::new()
+            .name(spec.peer_name.clone())
+            .setns_by_fd(spec.peer_netns.fd().as_raw_fd())
+            .up();
+        if let Some(mtu) = spec.mtu {
+            peer = peer.mtu(mtu);
+        }
+        if let Some(mac) = spec.peer_mac {
+            peer = peer.address(mac.to_vec());
+        }
+        let mut host = LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth)
+            .name(spec.host_name.clone())
+            .controller(spec.master)
+            .up()
+            .set_info_data(InfoData::Veth(InfoVeth::Peer(peer.build())));
+        if let Some(mtu) = spec.mtu {
+            host = host.mtu(mtu);
+        }
+        self.handle
+            .link()
+            .add(host.build())
+            .execute()
+            .await
+            .map_err(|e| {
+                NetlinkError::kernel(
+                    "creating veth pair",
+                    format!("{} <-> {}", spec.host_name, spec.peer_name),
+                    e,
+                )
+            })
+    }
+
+    /// Deletes an interface by name; `false` when it did not exist.
+    pub async fn delete_link(&self, name: &str) -> Result<bool, NetlinkError> {
+        let Some(link) = self.link_by_name(name).await? else {
+            return Ok(false);
+        };
+        match self.handle.link().del(link.index).execute().await {
+            Ok(()) => Ok(true),
+            Err(e) => {
+                let err = NetlinkError::kernel("deleting interface", name, e);
+                if err.errno() == Some(ENODEV) {
+                    Ok(false)
+                } else {
+                    Err(err)
+                }
+            }
+        }
+    }
+
+    /// Adds a default route via `gateway` out of interface `index`.
+    pub async fn add_default_route(
+        &self,
+        index: u32,
+        name: &str,
+        gateway: IpAddr,
+    ) -> Result<(), NetlinkError> {
+        let any: IpAddr = match gateway {
+            IpAddr::V4(_) => Ipv4Addr::UNSPECIFIED.into(),
+            IpAddr::V6(_) => Ipv6Addr::UNSPECIFIED.into(),
+        };
+        let msg = RouteMessageBuilder::<IpAddr>::new()
+            .destination_prefix(any, 0)
+            .and_then(|b| b.gateway(gateway))
+            .map_err(|e| NetlinkError::Conflict(format!("building route via {gateway}: {e}")))?
+            .output_interface(index)
+            .build();
+        match self.handle.route().add(msg).execute().await {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                let err = NetlinkError::kernel(
+                    "adding default route",
+                    format!("via {gateway} dev {name}"),
+                    e,
+                );
+                if err.errno() == Some(EEXIST) {
+                    Ok(())
+                } else {
+                    Err(err)
+                }
+            }
+        }
+    }
+
+    /// Unicast routes of the main table, both families.
+    pub async fn routes(&self) -> Result<Vec<RouteEntry>, NetlinkError> {
+        let mut out = Vec::new();
+        for msg in [
+            RouteMessageBuilder::<Ipv4Addr>::new().build(),
+            RouteMessageBuilder::<Ipv6Addr>::new().build(),
+        ] {
+            let msgs: Vec<RouteMessage> = self
+                .handle
+                .route()
+                .get(msg)
+                .execute()
+                .try_collect()
+                .await
+                .map_err(|e| NetlinkError::kernel("listing routes", "", e))?;
+            out.extend(msgs.iter().filter_map(parse_route));
+        }
+        Ok(out)
+    }
+}
+
+fn route_addr(a: &RouteAddress) -> Option<IpAddr> {
+    match a {
+        RouteAddress::Inet(v4) => Some(IpAddr::V4(*v4)),
+        RouteAddress::Inet6(v6) => Some(IpAddr::V6(*v6)),
+        _ => None,
+    }
+}
+
+fn parse_route(m: &RouteMessage) -> Option<RouteEntry> {
+    if m.header.kind != RouteType::Unicast {
+        return None;
+    }
+    let mut dst = None;
+    let mut gateway = None;
+    let mut oif = None;
+    let mut table = u32::from(m.header.table);
+    for a in &m.attributes {
+        match a {
+            RouteAttribute::Destination(d) => dst = route_addr(d),
+            RouteAttribute::Gateway(g) => gateway = route_addr(g),
+            RouteAttribute::Oif(i) => oif = Some(*i),
+            RouteAttribute::Table(t) => table = *t,
+            _ => {}
+        }
+    }
+    if table != 254 {
+        return None;
+    }
+    let dst = match dst {
+        Some(d) => IpNet::new(d, m.header.destination_prefix_length).ok()?,
+        None => match m.header.address_family {
+            netlink_packet_route::AddressFamily::Inet => "0.0.0.0/0".parse().ok()?,
+            _ => "::/0".parse().ok()?,
+        },
+    };
+    Some(RouteEntry { dst, gateway, oif })
+}
+
+fn parse_link(msg: &LinkMessage) -> LinkInfo {
+    let mut info = LinkInfo {
+        index: msg.header.index,
+        name: String::new(),
+        kind: None,
+        mac: None,
+        master: None,
+        up: msg.header.flags.contains(LinkFlags::Up),
+        mtu: None,
+    };
+    for attr in &msg.attributes {
+        match attr {
+            LinkAttribute::IfName(n) => info.name = n.clone(),
+            LinkAttribute::Address(a) if a.len() == 6 => {
+                let mut mac = [0u8; 6];
+                mac.copy_from_slice(a);
+                info.mac = Some(mac);
+            }
+            LinkAttribute::Controller(m) => info.master = Some(*m),
+            LinkAttribute::Mtu(m) => info.mtu = Some(*m),
+            LinkAttribute::LinkInfo(infos) => {
+                for i in infos {
+                    if let NlLinkInfo::Kind(k) = i {
+                        info.kind = Some(k.to_string());
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    info
+}

@@ -1,0 +1,605 @@
+//! Persistent state in one embedded redb database: networks, endpoints, address leases and the
+//! round-robin cursor of each pool. Every change is one ACID transaction committed with
+//! `Durability::Immediate` (fsync) before the API call returns, so a crash loses nothing that was
+//! acknowledged and never leaves half an attach on disk. Address allocation runs *inside* the
+//! write transaction, which redb serializes: two concurrent attaches can never get one address.
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use netd_api::{Endpoint, Network};
+use netd_ipam::{IpamError, Pool};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+
+const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
+const NETWORKS: TableDefinition<&str, &[u8]> = TableDefinition::new("networks");
+const ENDPOINTS: TableDefinition<&str, &[u8]> = TableDefinition::new("endpoints");
+const LEASES: TableDefinition<&str, &str> = TableDefinition::new("leases");
+const CURSORS: TableDefinition<&str, &str> = TableDefinition::new("cursors");
+
+/// Schema version written by this build; a newer one on disk is refused, never overwritten.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Store errors.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database could not be opened or written.
+    #[error("{op} {}: {source}", path.display())]
+    Db {
+        /// What was being done.
+        op: &'static str,
+        /// Database file.
+        path: PathBuf,
+        /// Cause.
+        source: redb::Error,
+    },
+    /// The state directory could not be prepared.
+    #[error("preparing state directory {}: {source}", path.display())]
+    Dir {
+        /// The directory.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The database was written by a newer netd.
+    #[error("state in {} has schema version {found}, newer than this netd understands ({SCHEMA_VERSION}); refusing to touch it", path.display())]
+    NewerSchema {
+        /// Database file.
+        path: PathBuf,
+        /// Version found.
+        found: String,
+    },
+    /// A stored record could not be decoded.
+    #[error("decoding stored {what} {key:?}: {message}")]
+    Corrupt {
+        /// Record kind.
+        what: &'static str,
+        /// Its key.
+        key: String,
+        /// Cause.
+        message: String,
+    },
+    /// The network already exists.
+    #[error("network {0} already exists")]
+    NetworkExists(String),
+    /// The endpoint already exists.
+    #[error("container {container_id} already has interface {ifname} on network {network}")]
+    EndpointExists {
+        /// Network.
+        network: String,
+        /// Container id.
+        container_id: String,
+        /// Interface name.
+        ifname: String,
+    },
+    /// Address allocation failed.
+    #[error("allocating an address on network {network}: {source}")]
+    Ipam {
+        /// Network.
+        network: String,
+        /// Cause.
+        source: IpamError,
+    },
+    /// A static address names no subnet of the network.
+    #[error("address {ip} is not in any subnet of network {network}")]
+    NoSubnetFor {
+        /// Network.
+        network: String,
+        /// Requested address.
+        ip: IpAddr,
+    },
+}
+
+/// An endpoint as stored: the API view plus the identity of its namespace.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndpointRecord {
+    /// The endpoint.
+    #[serde(flatten)]
+    pub endpoint: Endpoint,
+    /// st_dev of the namespace file at attach time.
+    pub netns_dev: u64,
+    /// st_ino of the namespace file at attach time.
+    pub netns_ino: u64,
+}
+
+impl EndpointRecord {
+    /// Store key of this endpoint.
+    pub fn key(&self) -> String {
+        endpoint_key(
+            &self.endpoint.network,
+            &self.endpoint.container_id,
+            &self.endpoint.ifname,
+        )
+    }
+}
+
+/// Key of an endpoint: names never contain '/', so it is unambiguous and prefix-scannable.
+pub fn endpoint_key(network: &str, container_id: &str, ifname: &str) -> String {
+    format!("{network}/{container_id}/{ifname}")
+}
+
+/// The key range holding every entry of `network` (`'0'` is the byte after `'/'`).
+fn prefix_range(network: &str) -> (String, String) {
+    (format!("{network}/"), format!("{network}0"))
+}
+
+fn family(ip: &IpAddr) -> &'static str {
+    if ip.is_ipv4() {
+        "v4"
+    } else {
+        "v6"
+    }
+}
+
+/// Handle to the store; cheap to clone. Calls block (fsync): run them off the async workers.
+#[derive(Clone)]
+pub struct Store {
+    db: Arc<Database>,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("path", &self.path).finish()
+    }
+}
+
+/// Everything the daemon loads at start.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    /// Networks.
+    pub networks: Vec<Network>,
+    /// Endpoints.
+    pub endpoints: Vec<EndpointRecord>,
+}
+
+impl Store {
+    /// Opens (creating if needed) `dir/netd.redb` and checks its schema version.
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::Dir {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let path = dir.join("netd.redb");
+        let db = Database::create(&path).map_err(|e| StoreError::Db {
+            op: "opening",
+            path: path.clone(),
+            source: e.into(),
+        })?;
+        let store = Store {
+            db: Arc::new(db),
+            path,
+        };
+        store.write("initialising", |tx| {
+            let mut meta = tx.open_table(META)?;
+            let found = meta.get("schema_version")?.map(|v| v.value().to_string());
+            match found {
+                Some(v) if v.parse::<u32>().map_or(true, |n| n > SCHEMA_VERSION) => {
+                    return Ok(Err(StoreError::NewerSchema {
+                        path: PathBuf::new(),
+                        found: v,
+                    }));
+                }
+                Some(_) => {}
+                None => {
+                    meta.insert("schema_version", SCHEMA_VERSION.to_string().as_str())?;
+                }
+            }
+            drop(meta);
+            // Create every table so readers never meet a missing one.
+            tx.open_table(NETWORKS)?;
+            tx.open_table(ENDPOINTS)?;
+            tx.open_table(LEASES)?;
+            tx.open_table(CURSORS)?;
+            Ok(Ok(()))
+        })
+        .map_err(|e| match e {
+            StoreError::NewerSchema { found, .. } => StoreError::NewerSchema {
+                path: store.path.clone(),
+                found,
+            },
+            e => e,
+        })?;
+        Ok(store)
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn db_err(&self, op: &'static str, e: impl Into<redb::Error>) -> StoreError {
+        StoreError::Db {
+            op,
+            path: self.path.clone(),
+            source: e.into(),
+        }
+    }
+
+    /// Runs `f` in one write transaction; commits only if it returns `Ok(Ok(_))`.
+    fn write<T>(
+        &self,
+        op: &'static str,
+        f: impl FnOnce(&redb::WriteTransaction) -> Result<Result<T, StoreError>, redb::Error>,
+    ) -> Result<T, StoreError> {
+        let tx = self.db.begin_write().map_err(|e| self.db_err(op, e))?;
+        match f(&tx) {
+            Ok(Ok(v)) => {
+                tx.commit().map_err(|e| self.db_err(op, e))?;
+                Ok(v)
+            }
+            Ok(Err(e)) => {
+                let _ = tx.abort();
+                Err(e)
+            }
+            Err(e) => {
+                let _ = tx.abort();
+                Err(self.db_err(op, e))
+            }
+        }
+    }
+
+    /// Loads every network and endpoint.
+    pub fn load(&self) -> Result<Snapshot, StoreError> {
+        let op = "reading";
+        let tx = self.db.begin_read().map_err(|e| self.db_err(op, e))?;
+        let mut snap = Snapshot::default();
+        let nets = tx.open_table(NETWORKS).map_err(|e| self.db_err(op, e))?;
+        for row in nets.iter().map_err(|e| self.db_err(op, e))? {
+            let (k, v) = row.map_err(|e| self.db_err(op, e))?;
+            snap.networks.push(decode("network", k.value(), v.value())?);
+        }
+        let eps = tx.open_table(ENDPOINTS).map_err(|e| self.db_err(op, e))?;
+        for row in eps.iter().map_err(|e| self.db_err(op, e))? {
+            let (k, v) = row.map_err(|e| self.db_err(op, e))?;
+            snap.endpoints.push(decode("endpoint", k.value(), v.value())?);
+        }
+        Ok(snap)
+    }
+
+    /// Every lease of `network` as (address, endpoint key).
+    pub fn leases(&self, network: &str) -> Result<Vec<(IpAddr, String)>, StoreError> {
+        let op = "reading leases";
+        let tx = self.db.begin_read().map_err(|e| self.db_err(op, e))?;
+        let t = tx.open_table(LEASES).map_err(|e| self.db_err(op, e))?;
+        let (lo, hi) = prefix_range(network);
+        let mut out = Vec::new();
+        for row in t
+            .range(lo.as_str()..hi.as_str())
+            .map_err(|e| self.db_err(op, e))?
+        {
+            let (k, v) = row.map_err(|e| self.db_err(op, e))?;
+            if let Some(ip) = lease_ip(k.value()) {
+                out.push((ip, v.value().to_string()));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Adds a network; fails if the name is taken.
+    pub fn insert_network(&self, net: &Network) -> Result<(), StoreError> {
+        let bytes = serde_json::to_vec(net).expect("network serializes");
+        self.write("storing network", |tx| {
+            let mut t = tx.open_table(NETWORKS)?;
+            if t.get(net.name.as_str())?.is_some() {
+                return Ok(Err(StoreError::NetworkExists(net.name.clone())));
+            }
+            t.insert(net.name.as_str(), bytes.as_slice())?;
+            Ok(Ok(()))
+        })
+    }
+
+    /// Removes a network with its endpoints, leases and cursors.
+    pub fn remove_network(&self, name: &str) -> Result<(), StoreError> {
+        let (lo, hi) = prefix_range(name);
+        self.write("removing network", |tx| {
+            tx.open_table(NETWORKS)?.remove(name)?;
+            tx.open_table(ENDPOINTS)?
+                .retain_in(lo.as_str()..hi.as_str(), |_, _| false)?;
+            tx.open_table(LEASES)?
+                .retain_in(lo.as_str()..hi.as_str(), |_, _| false)?;
+            tx.open_table(CURSORS)?
+                .retain_in(lo.as_str()..hi.as_str(), |_, _| false)?;
+            Ok(Ok(()))
+        })
+    }
+
+    /// In one transaction: refuses a duplicate endpoint, takes one address per pool (the static
+    /// one requested for that family, else the next round-robin one), records the leases and the
+    /// endpoint `build` makes from the addresses.
+    pub fn attach(
+        &self,
+        network: &str,
+        container_id: &str,
+        ifname: &str,
+        pools: &[Pool],
+        statics: &[IpAddr],
+        build: impl FnOnce(Vec<(IpAddr, &Pool)>) -> EndpointRecord,
+    ) -> Result<EndpointRecord, StoreError> {
+        let key = endpoint_key(network, container_id, ifname);
+        for ip in statics {
+            if !pools.iter().any(|p| p.subnet().contains(ip)) {
+                return Err(StoreError::NoSubnetFor {
+                    network: network.to_string(),
+                    ip: *ip,
+                });
+            }
+        }
+        self.write("recording endpoint", |tx| {
+            let mut eps = tx.open_table(ENDPOINTS)?;
+            if eps.get(key.as_str())?.is_some() {
+                return Ok(Err(StoreError::EndpointExists {
+                    network: network.to_string(),
+                    container_id: container_id.to_string(),
+                    ifname: ifname.to_string(),
+                }));
+            }
+            let mut leases = tx.open_table(LEASES)?;
+            let mut cursors = tx.open_table(CURSORS)?;
+            let (lo, hi) = prefix_range(network);
+            let mut used = BTreeSet::new();
+            for row in leases.range(lo.as_str()..hi.as_str())? {
+                if let Some(ip) = lease_ip(row?.0.value()) {
+                    used.insert(ip);
+                }
+            }
+            let mut chosen = Vec::new();
+            for pool in pools {
+                let want = statics.iter().find(|ip| pool.subnet().contains(*ip));
+                let ip = match want {
+                    Some(ip) => match pool.check_static(*ip, &used) {
+                        Ok(()) => *ip,
+                        Err(source) => {
+                            return Ok(Err(StoreError::Ipam {
+                                network: network.to_string(),
+                                source,
+                            }))
+                        }
+                    },
+                    None => {
+                        let ckey = format!("{network}/{}", family(&pool.subnet().addr()));
+                        let last = cursors
+                            .get(ckey.as_str())?
+                            .and_then(|v| v.value().parse::<IpAddr>().ok());
+                        match pool.allocate(&used, last) {
+                            Ok(ip) => {
+                                cursors.insert(ckey.as_str(), ip.to_string().as_str())?;
+                                ip
+                            }
+                            Err(source) => {
+                                return Ok(Err(StoreError::Ipam {
+                                    network: network.to_string(),
+                                    source,
+                                }))
+                            }
+                        }
+                    }
+                };
+                used.insert(ip);
+                leases.insert(format!("{network}/{ip}").as_str(), key.as_str())?;
+                chosen.push((ip, pool));
+            }
+            let rec = build(chosen);
+            let bytes = serde_json::to_vec(&rec).expect("endpoint serializes");
+            eps.insert(key.as_str(), bytes.as_slice())?;
+            Ok(Ok(rec))
+        })
+    }
+
+    /// Replaces a stored endpoint record (same key), e.g. to record its final MAC.
+    pub fn update_endpoint(&self, rec: &EndpointRecord) -> Result<(), StoreError> {
+        let key = rec.key();
+        let bytes = serde_json::to_vec(rec).expect("endpoint serializes");
+        self.write("updating endpoint", |tx| {
+            tx.open_table(ENDPOINTS)?
+                .insert(key.as_str(), bytes.as_slice())?;
+            Ok(Ok(()))
+        })
+    }
+
+    /// Removes an endpoint and its leases; returns it, or `None` if it was unknown.
+    pub fn detach(&self, key: &str) -> Result<Option<EndpointRecord>, StoreError> {
+        self.write("removing endpoint", |tx| {
+            let mut eps = tx.open_table(ENDPOINTS)?;
+            let rec: EndpointRecord = match eps.remove(key)? {
+                Some(v) => match decode("endpoint", key, v.value()) {
+                    Ok(r) => r,
+                    Err(e) => return Ok(Err(e)),
+                },
+                None => return Ok(Ok(None)),
+            };
+            let mut leases = tx.open_table(LEASES)?;
+            for ip in &rec.endpoint.ips {
+                let lkey = format!("{}/{}", rec.endpoint.network, ip.addr());
+                // Only drop a lease that really is this endpoint's.
+                let owned = leases.get(lkey.as_str())?.map(|v| v.value() == key);
+                if owned == Some(true) {
+                    leases.remove(lkey.as_str())?;
+                }
+            }
+            Ok(Ok(Some(rec)))
+        })
+    }
+
+    /// Looks one endpoint up.
+    pub fn endpoint(&self, key: &str) -> Result<Option<EndpointRecord>, StoreError> {
+        let op = "reading endpoint";
+        let tx = self.db.begin_read().map_err(|e| self.db_err(op, e))?;
+        let t = tx.open_table(ENDPOINTS).map_err(|e| self.db_err(op, e))?;
+        match t.get(key).map_err(|e| self.db_err(op, e))? {
+            Some(v) => Ok(Some(decode("endpoint", key, v.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Endpoints of one network.
+    pub fn endpoints(&self, network: &str) -> Result<Vec<EndpointRecord>, StoreError> {
+        let op = "reading endpoints";
+        let tx = self.db.begin_read().map_err(|e| self.db_err(op, e))?;
+        let t = tx.open_table(ENDPOINTS).map_err(|e| self.db_err(op, e))?;
+        let (lo, hi) = prefix_range(network);
+        let mut out = Vec::new();
+        for row in t
+            .range(lo.as_str()..hi.as_str())
+            .map_err(|e| self.db_err(op, e))?
+        {
+            let (k, v) = row.map_err(|e| self.db_err(op, e))?;
+            out.push(decode("endpoint", k.value(), v.value())?);
+        }
+        Ok(out)
+    }
+}
+
+fn lease_ip(key: &str) -> Option<IpAddr> {
+    key.rsplit_once('/').and_then(|(_, ip)| ip.parse().ok())
+}
+
+fn decode<T: serde::de::DeserializeOwned>(
+    what: &'static str,
+    key: &str,
+    bytes: &[u8],
+) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
+        what,
+        key: key.to_string(),
+        message: e.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn net(name: &str) -> Network {
+        Network {
+            name: name.into(),
+            id: "x".into(),
+            bridge: format!("nd-{name}"),
+            subnets: vec![],
+            aux_addresses: vec![],
+            internal: false,
+            mtu: None,
+            masquerade: true,
+            icc: true,
+            dns_domain: None,
+            dns_upstreams: vec![],
+            labels: BTreeMap::new(),
+            created: 0,
+        }
+    }
+
+    fn rec(network: &str, cid: &str, ips: Vec<(IpAddr, &Pool)>) -> EndpointRecord {
+        EndpointRecord {
+            endpoint: Endpoint {
+                network: network.into(),
+                container_id: cid.into(),
+                ifname: "eth0".into(),
+                name: None,
+                aliases: vec![],
+                netns: "/x".into(),
+                host_veth: "v".into(),
+                mac: String::new(),
+                ips: ips
+                    .iter()
+                    .map(|(ip, p)| ipnet::IpNet::new(*ip, p.subnet().prefix_len()).unwrap())
+                    .collect(),
+                gateways: vec![],
+                port_mappings: vec![],
+                labels: BTreeMap::new(),
+                created: 0,
+            },
+            netns_dev: 0,
+            netns_ino: 0,
+        }
+    }
+
+    #[test]
+    fn attach_detach_round_robin_and_persist() {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = Pool::new(
+            "10.1.0.0/29".parse().unwrap(),
+            None,
+            Some("10.1.0.1".parse().unwrap()),
+            [],
+        )
+        .unwrap();
+        {
+            let s = Store::open(dir.path()).unwrap();
+            s.insert_network(&net("a")).unwrap();
+            assert!(matches!(
+                s.insert_network(&net("a")),
+                Err(StoreError::NetworkExists(_))
+            ));
+            let e1 = s
+                .attach("a", "c1", "eth0", &[pool.clone()], &[], |ips| rec("a", "c1", ips))
+                .unwrap();
+            assert_eq!(e1.endpoint.ips[0].addr().to_string(), "10.1.0.2");
+            assert!(matches!(
+                s.attach("a", "c1", "eth0", &[pool.clone()], &[], |ips| rec("a", "c1", ips)),
+                Err(StoreError::EndpointExists { .. })
+            ));
+            s.detach(&e1.key()).unwrap().unwrap();
+            assert!(s.detach(&e1.key()).unwrap().is_none());
+        }
+        // Reopen: the cursor survived, so the freed .2 is not handed out again at once.
+        let s = Store::open(dir.path()).unwrap();
+        let e2 = s
+            .attach("a", "c2", "eth0", &[pool.clone()], &[], |ips| rec("a", "c2", ips))
+            .unwrap();
+        assert_eq!(e2.endpoint.ips[0].addr().to_string(), "10.1.0.3");
+        // Fill the /29: .2 .4 .5 .6 remain, then exhaustion.
+        for i in 0..4 {
+            let cid = format!("f{i}");
+            s.attach("a", &cid, "eth0", &[pool.clone()], &[], |ips| rec("a", &cid, ips))
+                .unwrap();
+        }
+        let err = s
+            .attach("a", "z", "eth0", &[pool.clone()], &[], |ips| rec("a", "z", ips))
+            .unwrap_err();
+        assert!(err.to_string().contains("no free address"), "{err}");
+        assert_eq!(s.leases("a").unwrap().len(), 5);
+        s.remove_network("a").unwrap();
+        assert!(s.leases("a").unwrap().is_empty());
+        assert!(s.load().unwrap().endpoints.is_empty());
+    }
+
+    #[test]
+    fn static_address_conflicts_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let pool = Pool::new("10.2.0.0/24".parse().unwrap(), None, Some("10.2.0.1".parse().unwrap()), []).unwrap();
+        let ip: IpAddr = "10.2.0.50".parse().unwrap();
+        s.attach("b", "c1", "eth0", &[pool.clone()], &[ip], |ips| rec("b", "c1", ips))
+            .unwrap();
+        let err = s
+            .attach("b", "c2", "eth0", &[pool.clone()], &[ip], |ips| rec("b", "c2", ips))
+            .unwrap_err();
+        assert!(err.to_string().contains("in use"), "{err}");
+        let err = s
+            .attach("b", "c3", "eth0", &[pool], &["10.3.0.5".parse().unwrap()], |ips| {
+                rec("b", "c3", ips)
+            })
+            .unwrap_err();
+        assert!(matches!(err, StoreError::NoSubnetFor { .. }));
+        assert_eq!(s.leases("b").unwrap().len(), 1);
+    }
+
+    #[test]
+    fn newer_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = Store::open(dir.path()).unwrap();
+            s.write("test", |tx| {
+                tx.open_table(META)?.insert("schema_version", "99")?;
+                Ok(Ok(()))
+            })
+            .unwrap();
+        }
+        let err = Store::open(dir.path()).unwrap_err();
+        assert!(err.to_string().contains("schema version 99"), "{err}");
+    }
+}

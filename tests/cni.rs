@@ -1,0 +1,1 @@
+//! CNI plugin end-to-end tests (written with the CNI plugin).

@@ -1,0 +1,1 @@
+//! Foundation end-to-end tests.
