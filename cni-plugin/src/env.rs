@@ -196,13 +196,15 @@ pub fn parse_cni_args(s: &str) -> Result<CniArgs, Error> {
         match k {
             "IP" => {
                 for ip in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-                    args.ips
-                        .push(parse_ip(ip).ok_or_else(|| bad(format!("IP={ip} is not an IP address")))?);
+                    args.ips.push(
+                        parse_ip(ip).ok_or_else(|| bad(format!("IP={ip} is not an IP address")))?,
+                    );
                 }
             }
             "MAC" => {
-                args.mac =
-                    Some(normalize_mac(v).ok_or_else(|| bad(format!("MAC={v} is not a MAC address")))?)
+                args.mac = Some(
+                    normalize_mac(v).ok_or_else(|| bad(format!("MAC={v} is not a MAC address")))?,
+                )
             }
             "K8S_POD_NAME" => args.pod_name = Some(v.to_string()),
             "K8S_POD_NAMESPACE" => args.pod_namespace = Some(v.to_string()),

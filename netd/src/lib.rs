@@ -2,7 +2,9 @@
 //! `server` (HTTP/JSON on a Unix socket) → `daemon` (orchestration) → `store`, `netd_ipam`,
 //! `netlink`, `netd_firewall`, `netd_dns`.
 
+pub mod daemon;
 pub mod names;
 pub mod netlink;
 pub mod netns;
+pub mod server;
 pub mod store;

@@ -401,3 +401,94 @@ pub struct ErrorBody {
     /// Human-readable message saying what was being done and to what.
     pub message: String,
 }
+
+impl std::str::FromStr for PortMapping {
+    type Err = String;
+
+    /// Docker syntax: `[hostIP:]hostPort[-end]:containerPort[-end][/tcp|udp|sctp]`
+    /// (an IPv6 host address goes in brackets: `[::1]:8080:80`).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = |why: &str| format!("invalid port mapping {s:?}: {why}");
+        let (spec, protocol) = match s.rsplit_once('/') {
+            Some((spec, p)) => (
+                spec,
+                match p.to_ascii_lowercase().as_str() {
+                    "tcp" => Protocol::Tcp,
+                    "udp" => Protocol::Udp,
+                    "sctp" => Protocol::Sctp,
+                    _ => return Err(bad("protocol must be tcp, udp or sctp")),
+                },
+            ),
+            None => (s, Protocol::Tcp),
+        };
+        let (host_ip, rest) = if let Some(r) = spec.strip_prefix('[') {
+            let (ip, rest) = r.split_once("]:").ok_or_else(|| bad("unclosed '['"))?;
+            let ip: IpAddr = ip.parse().map_err(|_| bad("bad host address"))?;
+            (Some(ip), rest)
+        } else {
+            let parts: Vec<&str> = spec.split(':').collect();
+            match parts.len() {
+                2 => (None, spec),
+                3 => (
+                    Some(parts[0].parse::<IpAddr>().map_err(|_| bad("bad host address"))?),
+                    spec.split_once(':').map(|x| x.1).unwrap_or_default(),
+                ),
+                _ => return Err(bad("expected [hostIP:]hostPort:containerPort[/proto]")),
+            }
+        };
+        let (h, c) = rest
+            .split_once(':')
+            .ok_or_else(|| bad("expected hostPort:containerPort"))?;
+        let range = |r: &str| -> Result<(u16, u16), String> {
+            let (a, b) = match r.split_once('-') {
+                Some((a, b)) => (a, b),
+                None => (r, r),
+            };
+            let a: u16 = a.parse().map_err(|_| bad(&format!("{r:?} is not a port or range")))?;
+            let b: u16 = b.parse().map_err(|_| bad(&format!("{r:?} is not a port or range")))?;
+            if a == 0 || b < a {
+                return Err(bad(&format!("{r:?} is not a valid port range")));
+            }
+            Ok((a, b))
+        };
+        let (h0, h1) = range(h)?;
+        let (c0, c1) = range(c)?;
+        if h1 - h0 != c1 - c0 {
+            return Err(bad("host and container ranges differ in length"));
+        }
+        Ok(PortMapping {
+            host_ip,
+            host_port: h0,
+            container_port: c0,
+            count: h1 - h0 + 1,
+            protocol,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_mappings_parse() {
+        let p: PortMapping = "8080:80".parse().unwrap();
+        assert_eq!((p.host_ip, p.host_port, p.container_port, p.count, p.protocol), (None, 8080, 80, 1, Protocol::Tcp));
+        let p: PortMapping = "127.0.0.1:9000-9002:90-92/udp".parse().unwrap();
+        assert_eq!(p.host_ip, Some("127.0.0.1".parse().unwrap()));
+        assert_eq!((p.host_port, p.container_port, p.count, p.protocol), (9000, 90, 3, Protocol::Udp));
+        let p: PortMapping = "[::1]:53:53/sctp".parse().unwrap();
+        assert_eq!(p.host_ip, Some("::1".parse().unwrap()));
+        for bad in ["80", "0:80", "80:0", "1-3:1-2", "x:80", "80:80/icmp", "1.2.3:80:80", "9-8:9-8", "70000:80"] {
+            assert!(bad.parse::<PortMapping>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn error_codes_round_trip() {
+        let b = ErrorBody { code: ErrorCode::PoolExhausted, message: "m".into() };
+        let s = serde_json::to_string(&b).unwrap();
+        assert_eq!(s, r#"{"code":"pool_exhausted","message":"m"}"#);
+        assert_eq!(ErrorCode::PoolExhausted.to_string(), "pool_exhausted");
+    }
+}

@@ -335,7 +335,9 @@ impl Records {
         qtype: RecordType,
         ttl: u32,
     ) -> Local {
-        let Ok(prefix) = qname.parse_arpa_name() else {
+        let mut fqdn = qname.clone();
+        fqdn.set_fqdn(true);
+        let Ok(prefix) = fqdn.parse_arpa_name() else {
             return Local::Forward;
         };
         if prefix.prefix_len() != prefix.max_prefix_len() {

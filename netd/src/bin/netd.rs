@@ -1,1 +1,87 @@
-fn main(){}
+//! `netd`: the container networking daemon.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Parser;
+use netd::daemon::{Config, Daemon};
+use netd::server::{self, AccessPolicy};
+use tokio::signal::unix::{signal, SignalKind};
+use tracing::info;
+
+/// Container networking daemon: bridges, veths, IPAM, firewall and DNS over netlink.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// API socket path (also read from NETD_SOCKET).
+    #[arg(long, env = "NETD_SOCKET", default_value = netd_api::DEFAULT_SOCKET)]
+    socket: PathBuf,
+    /// State directory.
+    #[arg(long, default_value = "/var/lib/netd")]
+    state_dir: PathBuf,
+    /// Log format.
+    #[arg(long, value_parser = ["text", "json"], default_value = "text")]
+    log_format: String,
+    /// Pool for automatic subnets, `BASE/LEN[:SIZE]` (repeatable; replaces the defaults).
+    #[arg(long = "subnet-pool")]
+    subnet_pools: Vec<netd_ipam::SubnetPool>,
+    /// Extra uid allowed to use the API besides root (repeatable).
+    #[arg(long = "allow-uid")]
+    allow_uids: Vec<u32>,
+    /// Seconds between sweeps that release endpoints whose namespace vanished.
+    #[arg(long, default_value_t = 10)]
+    gc_interval: u64,
+}
+
+fn init_logs(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("NETD_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    init_logs(&args.log_format);
+    let mut cfg = Config::new(&args.state_dir);
+    if !args.subnet_pools.is_empty() {
+        cfg.subnet_pools = args.subnet_pools.clone();
+    }
+    cfg.gc_interval = std::time::Duration::from_secs(args.gc_interval.max(1));
+    let daemon = Daemon::start(cfg)
+        .await
+        .with_context(|| format!("starting netd with state in {}", args.state_dir.display()))?;
+    let listener = server::bind(&args.socket)
+        .with_context(|| format!("binding API socket {}", args.socket.display()))?;
+    let gc = daemon.spawn_gc();
+    let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
+    let shutdown = async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        info!("shutting down; kernel state stays in place");
+    };
+    info!(socket = %args.socket.display(), state_dir = %args.state_dir.display(), "netd ready");
+    server::run(
+        listener,
+        daemon,
+        AccessPolicy {
+            allowed_uids: args.allow_uids,
+        },
+        shutdown,
+    )
+    .await
+    .context("serving the API")?;
+    gc.abort();
+    let _ = std::fs::remove_file(&args.socket);
+    Ok(())
+}

@@ -238,12 +238,13 @@ impl Netlink {
     }
 
     /// Creates a veth pair in one request: the host end enslaved to the bridge and up, the peer
-    /// born inside the container namespace under its final name, up.
+    /// born inside the container namespace under its final name. The peer cannot be set up in
+    /// the same request (veth_open fails with ENOTCONN before the pair is linked): the caller
+    /// sets it up from inside the namespace.
     pub async fn create_veth(&self, spec: &VethSpec<'_>) -> Result<(), NetlinkError> {
         let mut peer = LinkMessageBuilder::<LinkUnspec>::new()
             .name(spec.peer_name.clone())
-            .setns_by_fd(spec.peer_netns.fd().as_raw_fd())
-            .up();
+            .setns_by_fd(spec.peer_netns.fd().as_raw_fd());
         if let Some(mtu) = spec.mtu {
             peer = peer.mtu(mtu);
         }

@@ -1,0 +1,197 @@
+//! The hickory-server `RequestHandler`: scope the client, answer locally or forward, reply.
+//!
+//! Every request gets exactly one reply (hickory-server itself drops only datagrams shorter than
+//! a DNS header and messages that are responses): REFUSED for clients outside netd's networks,
+//! FORMERR for anything but one question, NOTIMP for non-QUERY opcodes, SERVFAIL when forwarding
+//! fails. UDP replies are sized to the client's EDNS buffer (512 without EDNS) and hickory sets TC
+//! when an answer does not fit, so the client retries over TCP.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use hickory_proto::op::{Edns, Header, HeaderCounts, Metadata, OpCode, Query, ResponseCode};
+use hickory_proto::rr::{DNSClass, Record, RecordType};
+use hickory_server::net::runtime::Time;
+use hickory_server::net::xfer::Protocol;
+use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
+use hickory_server::zone_handler::MessageResponseBuilder;
+use tracing::{debug, warn};
+
+use crate::forward::Forwarder;
+use crate::records::{Local, Records};
+use crate::resolv::HostResolvers;
+
+/// Largest UDP reply we send whatever the client advertises (DNS flag day 2020: no fragments).
+const MAX_UDP_PAYLOAD: u16 = 1232;
+
+/// State shared by every listener of every network.
+pub(crate) struct Shared {
+    /// The current records snapshot.
+    pub(crate) records: ArcSwap<Records>,
+    /// Upstream forwarder with its cache.
+    pub(crate) forwarder: Forwarder,
+    /// The host's resolv.conf upstreams.
+    pub(crate) host: HostResolvers,
+    /// TTL of local answers.
+    pub(crate) local_ttl: u32,
+    /// Rotation counter for multi-address answers.
+    pub(crate) rotation: AtomicUsize,
+}
+
+/// Cheap clonable handler given to each hickory `Server`.
+#[derive(Clone)]
+pub(crate) struct Handler(pub(crate) Arc<Shared>);
+
+/// What to send back.
+struct Reply {
+    rcode: ResponseCode,
+    authoritative: bool,
+    authentic_data: bool,
+    answers: Vec<Record>,
+    authorities: Vec<Record>,
+    additionals: Vec<Record>,
+}
+
+impl Reply {
+    fn error(rcode: ResponseCode) -> Self {
+        Self {
+            rcode,
+            authoritative: false,
+            authentic_data: false,
+            answers: Vec::new(),
+            authorities: Vec::new(),
+            additionals: Vec::new(),
+        }
+    }
+}
+
+impl Handler {
+    async fn resolve(&self, request: &Request) -> Reply {
+        let shared = &self.0;
+        if request.metadata.op_code != OpCode::Query {
+            return Reply::error(ResponseCode::NotImp);
+        }
+        let [query] = request.queries.queries() else {
+            return Reply::error(ResponseCode::FormErr);
+        };
+        let records = shared.records.load();
+        let src = request.src().ip();
+        let scope = records.scope(src);
+        if scope.is_empty() {
+            debug!(%src, "DNS query from outside netd's networks refused");
+            return Reply::error(ResponseCode::Refused);
+        }
+        let q: &Query = query.original();
+        debug!(
+            %src,
+            name = %q.name,
+            qtype = %q.query_type,
+            networks = ?scope.iter().map(|n| n.name.as_str()).collect::<Vec<_>>(),
+            "DNS query"
+        );
+        if q.query_class != DNSClass::IN
+            || matches!(q.query_type, RecordType::AXFR | RecordType::IXFR)
+        {
+            return Reply::error(ResponseCode::Refused);
+        }
+
+        let rotate = shared.rotation.fetch_add(1, Ordering::Relaxed);
+        match records.answer(&scope, &q.name, q.query_type, shared.local_ttl, rotate) {
+            Local::Answer { rcode, records } => Reply {
+                rcode,
+                authoritative: true,
+                authentic_data: false,
+                answers: records,
+                authorities: Vec::new(),
+                additionals: Vec::new(),
+            },
+            Local::Forward => {
+                let mut upstreams: Vec<SocketAddr> = Vec::new();
+                let mut host = None;
+                for net in scope.iter().filter(|n| !n.internal) {
+                    let list: &[SocketAddr] = if net.upstreams.is_empty() {
+                        host.get_or_insert_with(|| shared.host.get())
+                    } else {
+                        &net.upstreams
+                    };
+                    for a in list {
+                        if !upstreams.contains(a) {
+                            upstreams.push(*a);
+                        }
+                    }
+                }
+                if scope.iter().all(|n| n.internal) {
+                    // Internal networks have no way out, and neither do their names.
+                    return Reply::error(ResponseCode::Refused);
+                }
+                drop(records);
+                let tcp = request.protocol() == Protocol::Tcp;
+                match shared.forwarder.resolve(q, &upstreams, tcp).await {
+                    Ok(a) => Reply {
+                        rcode: a.rcode,
+                        authoritative: false,
+                        authentic_data: a.authentic_data,
+                        answers: a.answers,
+                        authorities: a.authorities,
+                        additionals: a.additionals,
+                    },
+                    Err(e) => {
+                        debug!(name = %q.name, cause = %e, "answering SERVFAIL");
+                        Reply::error(ResponseCode::ServFail)
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl RequestHandler for Handler {
+    async fn handle_request<R: ResponseHandler, T: Time>(
+        &self,
+        request: &Request,
+        mut response_handle: R,
+    ) -> ResponseInfo {
+        let reply = self.resolve(request).await;
+
+        let mut metadata = Metadata::response_from_request(&request.metadata);
+        metadata.response_code = reply.rcode;
+        metadata.authoritative = reply.authoritative;
+        metadata.authentic_data = reply.authentic_data;
+        metadata.recursion_available = true;
+
+        // Echo EDNS when the client used it; the payload we put there is also the size limit
+        // hickory applies when encoding the UDP reply (truncating and setting TC beyond it).
+        let edns = request.edns.as_ref().map(|client| {
+            let mut e = Edns::new();
+            e.set_max_payload(client.max_payload().clamp(512, MAX_UDP_PAYLOAD));
+            e
+        });
+        let mut builder = MessageResponseBuilder::from_message_request(request);
+        if let Some(e) = &edns {
+            builder.edns(e);
+        }
+        let response = builder.build(
+            metadata,
+            reply.answers.iter(),
+            reply.authorities.iter(),
+            std::iter::empty(),
+            reply.additionals.iter(),
+        );
+        match response_handle.send_response(response).await {
+            Ok(info) => info,
+            Err(e) => {
+                warn!(src = %request.src(), cause = %e, "sending DNS reply");
+                let mut metadata = Metadata::response_from_request(&request.metadata);
+                metadata.response_code = ResponseCode::ServFail;
+                Header {
+                    metadata,
+                    counts: HeaderCounts::default(),
+                }
+                .into()
+            }
+        }
+    }
+}

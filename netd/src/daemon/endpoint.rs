@@ -1,0 +1,373 @@
+//! Endpoint attach, detach, check and GC.
+
+use std::sync::Arc;
+
+use ipnet::IpNet;
+use netd_api::{
+    AttachRequest, AttachResult, AttachmentId, DnsInfo, Endpoint, GcResult, RouteInfo,
+};
+use tracing::{debug, info, warn};
+
+use super::network::bridge_spec;
+use super::{blocking, now, Daemon, DaemonError, NetState};
+use crate::names::{self, check_container_id, check_dns_name, check_ifname};
+use crate::netlink::{Netlink, VethSpec};
+use crate::netns::{still_exists, Netns, NetnsId};
+use crate::store::{endpoint_key, EndpointRecord};
+
+/// Default interface name inside the container.
+pub const DEFAULT_IFNAME: &str = "eth0";
+
+fn validate(req: &AttachRequest, st: &NetState) -> Result<(), DaemonError> {
+    check_container_id(&req.container_id)?;
+    check_ifname(
+        "interface name",
+        req.ifname.as_deref().unwrap_or(DEFAULT_IFNAME),
+    )?;
+    if let Some(n) = &req.name {
+        check_dns_name("container name", n)?;
+    }
+    for a in &req.aliases {
+        check_dns_name("alias", a)?;
+    }
+    if req.netns.is_empty() {
+        return Err(DaemonError::InvalidRequest("netns path is required".into()));
+    }
+    let v4 = req.ips.iter().filter(|ip| ip.is_ipv4()).count();
+    if v4 > 1 || req.ips.len() - v4 > 1 {
+        return Err(DaemonError::InvalidAddress(
+            "at most one static address per family".into(),
+        ));
+    }
+    for ip in &req.ips {
+        if !st.pools.iter().any(|p| p.subnet().contains(ip)) {
+            return Err(DaemonError::InvalidAddress(format!(
+                "address {ip} is not in any subnet of network {}",
+                st.net.name
+            )));
+        }
+    }
+    if let Some(m) = &req.mac {
+        names::parse_mac(m)?;
+    }
+    for p in &req.port_mappings {
+        if p.host_port == 0 || p.container_port == 0 || p.count == 0 {
+            return Err(DaemonError::InvalidRequest(format!(
+                "port mapping {}:{}/{} (count {}): ports and count must be non-zero",
+                p.host_port, p.container_port, p.protocol, p.count
+            )));
+        }
+        let last_h = u32::from(p.host_port) + u32::from(p.count) - 1;
+        let last_c = u32::from(p.container_port) + u32::from(p.count) - 1;
+        if last_h > 65535 || last_c > 65535 {
+            return Err(DaemonError::InvalidRequest(format!(
+                "port mapping {}:{}/{} (count {}) runs past port 65535",
+                p.host_port, p.container_port, p.protocol, p.count
+            )));
+        }
+    }
+    Ok(())
+}
+
+impl Daemon {
+    /// Attaches a container: lease(s) in one durable transaction, then the veth born in the
+    /// container namespace, addresses, routes, then the plugs. Any failure undoes every step.
+    pub async fn attach(
+        &self,
+        network: &str,
+        req: AttachRequest,
+    ) -> Result<AttachResult, DaemonError> {
+        let st = self.net_state(network)?;
+        validate(&req, &st)?;
+        let ns = Netns::open(&req.netns)?;
+        let _gate = st.gate.read().await;
+        let ifname = req.ifname.clone().unwrap_or_else(|| DEFAULT_IFNAME.into());
+        let key = endpoint_key(network, &req.container_id, &ifname);
+        let host_veth = names::host_veth_name(network, &req.container_id, &ifname);
+        let mac = match &req.mac {
+            Some(m) => names::parse_mac(m)?,
+            None => names::derived_mac(&format!("{key}/{:?}", std::time::SystemTime::now())),
+        };
+        let netns_id = ns.id();
+
+        // 1. Durable lease + record.
+        let rec = {
+            let store = self.store().clone();
+            let st2 = st.clone();
+            let req2 = req.clone();
+            let (ifname, host_veth, network) = (ifname.clone(), host_veth.clone(), network.to_string());
+            blocking(move || {
+                store.attach(
+                    &network,
+                    &req2.container_id,
+                    &ifname,
+                    &st2.pools,
+                    &req2.ips,
+                    |ips| EndpointRecord {
+                        endpoint: Endpoint {
+                            network: network.clone(),
+                            container_id: req2.container_id.clone(),
+                            ifname: ifname.clone(),
+                            name: req2.name.clone(),
+                            aliases: req2.aliases.clone(),
+                            netns: req2.netns.clone(),
+                            host_veth: host_veth.clone(),
+                            mac: names::format_mac(&mac),
+                            ips: ips
+                                .iter()
+                                .map(|(ip, p)| {
+                                    IpNet::new(*ip, p.subnet().prefix_len()).expect("valid prefix")
+                                })
+                                .collect(),
+                            gateways: ips.iter().filter_map(|(_, p)| p.gateway()).collect(),
+                            port_mappings: req2.port_mappings.clone(),
+                            labels: req2.labels.clone(),
+                            created: now(),
+                        },
+                        netns_dev: netns_id.dev,
+                        netns_ino: netns_id.ino,
+                    },
+                )
+            })
+            .await??
+        };
+
+        // 2. Kernel and plugs; undo everything on failure.
+        match self.bring_up_endpoint(&st, &rec, &ns, mac).await {
+            Ok(result) => {
+                info!(network, container = %req.container_id, ifname = %ifname, ips = ?rec.endpoint.ips, "endpoint attached");
+                Ok(result)
+            }
+            Err(e) => {
+                warn!(network, container = %req.container_id, ifname = %ifname, cause = %e, "attach failed; rolling back");
+                if let Err(re) = self.teardown_endpoint(&st, rec).await {
+                    warn!(network, cause = %re, "rollback incomplete");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn bring_up_endpoint(
+        &self,
+        st: &Arc<NetState>,
+        rec: &EndpointRecord,
+        ns: &Netns,
+        mac: [u8; 6],
+    ) -> Result<AttachResult, DaemonError> {
+        let ep = &rec.endpoint;
+        let host = self.host();
+        // The bridge may have been deleted behind our back: recreate it rather than fail.
+        let bridge = match host.link_by_name(&st.net.bridge).await? {
+            Some(b) => b,
+            None => {
+                warn!(bridge = %st.net.bridge, "bridge missing; recreating");
+                host.ensure_bridge(&bridge_spec(&st.net)).await?.0
+            }
+        };
+        let cont = Netlink::in_netns(ns)?;
+        if cont.link_by_name(&ep.ifname).await?.is_some() {
+            return Err(DaemonError::InterfaceExists {
+                network: ep.network.clone(),
+                container_id: ep.container_id.clone(),
+                ifname: ep.ifname.clone(),
+                netns: ep.netns.clone(),
+            });
+        }
+        // A leftover host end of this very key (its record is gone) would block the name.
+        if host.delete_link(&ep.host_veth).await? {
+            debug!(veth = %ep.host_veth, "removed stale host veth");
+        }
+        host.create_veth(&VethSpec {
+            host_name: ep.host_veth.clone(),
+            peer_name: ep.ifname.clone(),
+            peer_netns: ns,
+            master: bridge.index,
+            mtu: st.net.mtu,
+            peer_mac: Some(mac),
+        })
+        .await?;
+        let inner = cont
+            .link_by_name(&ep.ifname)
+            .await?
+            .ok_or_else(|| DaemonError::CheckFailed {
+                what: format!("{} in {}", ep.ifname, ep.netns),
+                problem: "interface vanished right after creation".into(),
+            })?;
+        cont.set_up(inner.index, &ep.ifname).await?;
+        for ip in &ep.ips {
+            cont.add_address(inner.index, &ep.ifname, *ip).await?;
+        }
+        let mut routes = Vec::new();
+        if !st.net.internal {
+            for gw in &ep.gateways {
+                cont.add_default_route(inner.index, &ep.ifname, *gw).await?;
+                let dst: IpNet = if gw.is_ipv4() {
+                    "0.0.0.0/0".parse().expect("literal")
+                } else {
+                    "::/0".parse().expect("literal")
+                };
+                routes.push(RouteInfo { dst, gw: Some(*gw) });
+            }
+        }
+        cont.set_up(1, "lo").await?;
+        let host_end = host.link_by_name(&ep.host_veth).await?;
+        self.plug_endpoint_up(&st.net, rec).await?;
+        Ok(AttachResult {
+            endpoint: ep.clone(),
+            bridge: st.net.bridge.clone(),
+            bridge_mac: bridge.mac.map(|m| names::format_mac(&m)).unwrap_or_default(),
+            host_veth_mac: host_end
+                .and_then(|l| l.mac)
+                .map(|m| names::format_mac(&m))
+                .unwrap_or_default(),
+            routes,
+            dns: DnsInfo {
+                nameservers: st.net.subnets.iter().map(|s| s.gateway).collect(),
+                search: st.net.dns_domain.iter().cloned().collect(),
+            },
+        })
+    }
+
+    /// Undoes an endpoint: plugs, veth (gone with its namespace is fine), then lease and record.
+    /// Keeps going past failures and reports them together; the lease is kept only while the
+    /// veth could not be removed, so a retry can finish the job.
+    pub(crate) async fn teardown_endpoint(
+        &self,
+        st: &NetState,
+        rec: EndpointRecord,
+    ) -> Result<(), DaemonError> {
+        let mut errors = Vec::new();
+        self.plug_endpoint_down(&st.net, &rec).await;
+        if let Err(e) = self.host().delete_link(&rec.endpoint.host_veth).await {
+            errors.push(DaemonError::from(e));
+        }
+        if errors.is_empty() {
+            let store = self.store().clone();
+            let key = rec.key();
+            if let Err(e) = blocking(move || store.detach(&key)).await? {
+                errors.push(e.into());
+            }
+        }
+        match errors.len() {
+            0 => Ok(()),
+            1 => Err(errors.remove(0)),
+            _ => Err(DaemonError::Many(errors)),
+        }
+    }
+
+    /// Detaches a container interface. Idempotent: unknown networks and endpoints succeed.
+    pub async fn detach(
+        &self,
+        network: &str,
+        container_id: &str,
+        ifname: &str,
+    ) -> Result<(), DaemonError> {
+        let Ok(st) = self.net_state(network) else {
+            return Ok(());
+        };
+        let _gate = st.gate.read().await;
+        let key = endpoint_key(network, container_id, ifname);
+        let store = self.store().clone();
+        let k = key.clone();
+        let Some(rec) = blocking(move || store.endpoint(&k)).await?? else {
+            return Ok(());
+        };
+        self.teardown_endpoint(&st, rec).await?;
+        info!(network, container = %container_id, ifname, "endpoint detached");
+        Ok(())
+    }
+
+    /// Verifies an endpoint against the kernel: namespace, interface, addresses, host veth on
+    /// the bridge. The MAC is not compared (a later plugin such as tuning may change it).
+    pub async fn check(
+        &self,
+        network: &str,
+        container_id: &str,
+        ifname: &str,
+    ) -> Result<Endpoint, DaemonError> {
+        let st = self.net_state(network)?;
+        let key = endpoint_key(network, container_id, ifname);
+        let store = self.store().clone();
+        let k = key.clone();
+        let rec = blocking(move || store.endpoint(&k)).await??.ok_or_else(|| {
+            DaemonError::EndpointNotFound {
+                network: network.into(),
+                container_id: container_id.into(),
+                ifname: ifname.into(),
+            }
+        })?;
+        let ep = &rec.endpoint;
+        let fail = |problem: String| DaemonError::CheckFailed {
+            what: format!("{container_id}/{ifname} on {network}"),
+            problem,
+        };
+        let id = NetnsId {
+            dev: rec.netns_dev,
+            ino: rec.netns_ino,
+        };
+        if !still_exists(std::path::Path::new(&ep.netns), id) {
+            return Err(fail(format!("network namespace {} is gone", ep.netns)));
+        }
+        let bridge = self
+            .host()
+            .link_by_name(&st.net.bridge)
+            .await?
+            .ok_or_else(|| fail(format!("bridge {} is missing", st.net.bridge)))?;
+        let host_end = self
+            .host()
+            .link_by_name(&ep.host_veth)
+            .await?
+            .ok_or_else(|| fail(format!("host veth {} is missing", ep.host_veth)))?;
+        if host_end.master != Some(bridge.index) {
+            return Err(fail(format!(
+                "host veth {} is not attached to bridge {}",
+                ep.host_veth, st.net.bridge
+            )));
+        }
+        let ns = Netns::open(&ep.netns)?;
+        let cont = Netlink::in_netns(&ns)?;
+        let inner = cont
+            .link_by_name(ifname)
+            .await?
+            .ok_or_else(|| fail(format!("interface {ifname} is missing in {}", ep.netns)))?;
+        let have = cont.addresses(inner.index).await?;
+        for ip in &ep.ips {
+            if !have.contains(ip) {
+                return Err(fail(format!("address {ip} is missing on {ifname}")));
+            }
+        }
+        Ok(ep.clone())
+    }
+
+    /// Releases every endpoint of `network` not in `valid`, continuing past errors.
+    pub async fn gc(
+        &self,
+        network: &str,
+        valid: &[AttachmentId],
+    ) -> Result<GcResult, DaemonError> {
+        let st = self.net_state(network)?;
+        let _gate = st.gate.read().await;
+        let store = self.store().clone();
+        let n = network.to_string();
+        let eps = blocking(move || store.endpoints(&n)).await??;
+        let mut out = GcResult::default();
+        for rec in eps {
+            let id = AttachmentId {
+                container_id: rec.endpoint.container_id.clone(),
+                ifname: rec.endpoint.ifname.clone(),
+            };
+            if valid.contains(&id) {
+                continue;
+            }
+            match self.teardown_endpoint(&st, rec).await {
+                Ok(()) => out.released.push(id),
+                Err(e) => out.errors.push(format!(
+                    "releasing {}/{}: {e}",
+                    id.container_id, id.ifname
+                )),
+            }
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,182 @@
+//! Orchestration: network create/remove and endpoint attach/detach/check/GC, with ordered
+//! rollback. The daemon owns the in-memory view of networks, calls the store for anything that
+//! must survive a crash, and drives the kernel-facing modules. Firewall and DNS plug in through
+//! the `plug_*` seams in [`plugs`], called at fixed points of each flow.
+
+mod endpoint;
+mod error;
+mod network;
+mod plugs;
+mod reconcile;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use netd_api::{Network, NetworkInspect, NetworkSummary, Status};
+use netd_ipam::{Pool, SubnetPool};
+
+pub use error::DaemonError;
+
+use crate::netlink::Netlink;
+use crate::store::Store;
+
+/// Daemon settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// State directory (the store lives here).
+    pub state_dir: PathBuf,
+    /// Pools automatic subnets are carved from, in order.
+    pub subnet_pools: Vec<SubnetPool>,
+    /// How often dead endpoints (namespace gone) are garbage-collected.
+    pub gc_interval: std::time::Duration,
+}
+
+impl Config {
+    /// Defaults for a state directory.
+    pub fn new(state_dir: impl Into<PathBuf>) -> Self {
+        Config {
+            state_dir: state_dir.into(),
+            subnet_pools: netd_ipam::default_pools(),
+            gc_interval: std::time::Duration::from_secs(10),
+        }
+    }
+}
+
+/// A network plus the derived allocation pools; immutable once built.
+#[derive(Debug)]
+pub(crate) struct NetState {
+    pub(crate) net: Network,
+    pub(crate) pools: Vec<Pool>,
+    /// Attach/detach hold it shared; removing the network holds it exclusively.
+    pub(crate) gate: tokio::sync::RwLock<()>,
+}
+
+/// Cloneable handle to the daemon.
+#[derive(Clone, Debug)]
+pub struct Daemon {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    cfg: Config,
+    store: Store,
+    host: Netlink,
+    networks: RwLock<BTreeMap<String, Arc<NetState>>>,
+    /// Serializes network create/remove (rare; keeps subnet/bridge checks race-free).
+    net_ops: tokio::sync::Mutex<()>,
+    started: Instant,
+}
+
+/// Seconds since the Unix epoch.
+pub(crate) fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Runs blocking work (store fsyncs) off the async workers.
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, DaemonError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| DaemonError::Subsystem(format!("blocking task failed: {e}")))
+}
+
+impl Daemon {
+    /// Opens the store, loads state and reconciles the kernel with it. Must run inside the
+    /// namespace netd serves as "host".
+    pub async fn start(cfg: Config) -> Result<Daemon, DaemonError> {
+        let dir = cfg.state_dir.clone();
+        let store = blocking(move || Store::open(&dir)).await??;
+        let host = Netlink::current()?;
+        let daemon = Daemon {
+            inner: Arc::new(Inner {
+                cfg,
+                store,
+                host,
+                networks: RwLock::new(BTreeMap::new()),
+                net_ops: tokio::sync::Mutex::new(()),
+                started: Instant::now(),
+            }),
+        };
+        daemon.reconcile().await?;
+        Ok(daemon)
+    }
+
+    pub(crate) fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    pub(crate) fn host(&self) -> &Netlink {
+        &self.inner.host
+    }
+
+    pub(crate) fn net_state(&self, name: &str) -> Result<Arc<NetState>, DaemonError> {
+        self.inner
+            .networks
+            .read()
+            .expect("networks lock")
+            .get(name)
+            .cloned()
+            .ok_or_else(|| DaemonError::NetworkNotFound(name.to_string()))
+    }
+
+    pub(crate) fn all_networks(&self) -> Vec<Arc<NetState>> {
+        self.inner
+            .networks
+            .read()
+            .expect("networks lock")
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// Daemon status.
+    pub async fn status(&self) -> Result<Status, DaemonError> {
+        let store = self.store().clone();
+        let snap = blocking(move || store.load()).await??;
+        Ok(Status {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            pid: std::process::id(),
+            uptime_secs: self.inner.started.elapsed().as_secs(),
+            networks: snap.networks.len(),
+            endpoints: snap.endpoints.len(),
+            state_dir: self.inner.cfg.state_dir.display().to_string(),
+        })
+    }
+
+    /// Every network with its endpoint count.
+    pub async fn list_networks(&self) -> Result<Vec<NetworkSummary>, DaemonError> {
+        let store = self.store().clone();
+        let snap = blocking(move || store.load()).await??;
+        let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+        for e in &snap.endpoints {
+            *counts.entry(e.endpoint.network.as_str()).or_default() += 1;
+        }
+        Ok(self
+            .all_networks()
+            .iter()
+            .map(|s| NetworkSummary {
+                endpoints: counts.get(s.net.name.as_str()).copied().unwrap_or(0),
+                network: s.net.clone(),
+            })
+            .collect())
+    }
+
+    /// One network with its endpoints.
+    pub async fn inspect_network(&self, name: &str) -> Result<NetworkInspect, DaemonError> {
+        let st = self.net_state(name)?;
+        let store = self.store().clone();
+        let n = name.to_string();
+        let eps = blocking(move || store.endpoints(&n)).await??;
+        Ok(NetworkInspect {
+            network: st.net.clone(),
+            endpoints: eps.into_iter().map(|r| r.endpoint).collect(),
+        })
+    }
+}

@@ -1,0 +1,127 @@
+//! Start-up reconciliation and periodic garbage collection: kernel state outlives the daemon,
+//! so on start netd re-creates what is missing from its store and forgets what is dead.
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use tracing::{info, warn};
+
+use super::{blocking, Daemon, DaemonError};
+use crate::netns::{still_exists, NetnsId};
+use crate::store::EndpointRecord;
+
+/// Host veth names netd derives all start with this.
+const VETH_PREFIX: &str = "ndv";
+
+fn netns_alive(rec: &EndpointRecord) -> bool {
+    still_exists(
+        Path::new(&rec.endpoint.netns),
+        NetnsId {
+            dev: rec.netns_dev,
+            ino: rec.netns_ino,
+        },
+    )
+}
+
+impl Daemon {
+    /// Loads the store, brings every network up (recreating missing bridges), forgets
+    /// endpoints whose namespace or veth is gone, and removes orphan veths on our bridges.
+    pub(crate) async fn reconcile(&self) -> Result<(), DaemonError> {
+        let store = self.store().clone();
+        let snap = blocking(move || store.load()).await??;
+        for net in snap.networks {
+            if let Err(e) = self.bring_up_network(&net, false).await {
+                // Keep serving the other networks; this one reports errors on use.
+                warn!(network = %net.name, cause = %e, "bringing network up at start failed");
+            }
+            self.insert_state(net)?;
+        }
+        let mut live = HashSet::new();
+        for rec in snap.endpoints {
+            let Ok(st) = self.net_state(&rec.endpoint.network) else {
+                continue;
+            };
+            let veth_present = self
+                .host()
+                .link_by_name(&rec.endpoint.host_veth)
+                .await?
+                .is_some();
+            if netns_alive(&rec) && veth_present {
+                if let Err(e) = self.plug_endpoint_up(&st.net, &rec).await {
+                    warn!(endpoint = %rec.key(), cause = %e, "restoring endpoint plugs failed");
+                }
+                live.insert(rec.endpoint.host_veth.clone());
+                continue;
+            }
+            info!(endpoint = %rec.key(), netns = %rec.endpoint.netns, "container gone; releasing");
+            if let Err(e) = self.teardown_endpoint(&st, rec).await {
+                warn!(cause = %e, "releasing dead endpoint failed");
+            }
+        }
+        self.remove_orphan_veths(&live).await
+    }
+
+    async fn remove_orphan_veths(&self, live: &HashSet<String>) -> Result<(), DaemonError> {
+        let bridges: HashSet<u32> = {
+            let links = self.host().links().await?;
+            let names: HashSet<String> =
+                self.all_networks().iter().map(|s| s.net.bridge.clone()).collect();
+            links
+                .iter()
+                .filter(|l| names.contains(&l.name))
+                .map(|l| l.index)
+                .collect()
+        };
+        for link in self.host().links().await? {
+            let on_ours = link.master.is_some_and(|m| bridges.contains(&m));
+            if on_ours && link.name.starts_with(VETH_PREFIX) && !live.contains(&link.name) {
+                info!(veth = %link.name, "removing orphan veth");
+                if let Err(e) = self.host().delete_link(&link.name).await {
+                    warn!(veth = %link.name, cause = %e, "removing orphan veth failed");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Releases endpoints whose namespace vanished without a detach (e.g. `ctr` containers that
+    /// exit without CNI DEL). Returns how many were released.
+    pub async fn collect_dead_endpoints(&self) -> usize {
+        let mut released = 0;
+        for st in self.all_networks() {
+            let store = self.store().clone();
+            let n = st.net.name.clone();
+            let eps = match blocking(move || store.endpoints(&n)).await {
+                Ok(Ok(eps)) => eps,
+                _ => continue,
+            };
+            for rec in eps {
+                if netns_alive(&rec) {
+                    continue;
+                }
+                let _gate = st.gate.read().await;
+                info!(endpoint = %rec.key(), "namespace gone; releasing endpoint");
+                match self.teardown_endpoint(&st, rec).await {
+                    Ok(()) => released += 1,
+                    Err(e) => warn!(cause = %e, "releasing dead endpoint failed"),
+                }
+            }
+        }
+        released
+    }
+
+    /// Runs [`Daemon::collect_dead_endpoints`] every `gc_interval` until the daemon is dropped.
+    pub fn spawn_gc(&self) -> tokio::task::JoinHandle<()> {
+        let weak = std::sync::Arc::downgrade(&self.inner);
+        let every = self.inner.cfg.gc_interval;
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let Some(inner) = weak.upgrade() else { break };
+                Daemon { inner }.collect_dead_endpoints().await;
+            }
+        })
+    }
+}
