@@ -20,6 +20,9 @@ use tracing::{info, warn, Instrument};
 
 use crate::daemon::{Daemon, DaemonError};
 
+/// Largest request body accepted; real requests are a few kilobytes.
+pub const MAX_BODY: usize = 1 << 20;
+
 /// Who may use the API.
 #[derive(Debug, Clone)]
 pub struct AccessPolicy {
@@ -211,6 +214,7 @@ pub fn router(daemon: Daemon, policy: AccessPolicy) -> Router {
         .route("/v1/networks/{name}/endpoints/{cid}/{ifname}/check", get(check))
         .route("/v1/networks/{name}/gc", post(gc))
         .fallback(not_found)
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .layer(middleware::from_fn_with_state(
             std::sync::Arc::new(policy),
             authorize,

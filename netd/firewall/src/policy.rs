@@ -165,8 +165,6 @@ pub enum Field {
     IifName,
     /// `meta oifname`
     OifName,
-    /// `meta ibrname` (bridge family)
-    IbrName,
     /// `meta l4proto`
     L4Proto,
     /// `ip saddr`
@@ -191,7 +189,7 @@ impl Field {
     /// Number of bytes loaded.
     pub fn len(self) -> u32 {
         match self {
-            Field::IifName | Field::OifName | Field::IbrName => 16,
+            Field::IifName | Field::OifName => 16,
             Field::L4Proto => 1,
             Field::Ip4Saddr | Field::Ip4Daddr | Field::ArpSpa => 4,
             Field::Ip6Saddr | Field::Ip6Daddr => 16,
@@ -412,7 +410,9 @@ pub const ALLOW_MAC: &str = "allow_mac";
 pub const ALLOW4: &str = "allow4";
 /// Bridge table set: `iifname . ip6 saddr . ether saddr` allowed.
 pub const ALLOW6: &str = "allow6";
-/// Bridge table set: bridges with `icc=false`.
+/// Bridge table set: host veths of endpoints on `icc=false` networks (keyed by port rather
+/// than by bridge so it needs no `meta ibrname`, which kernels without
+/// `CONFIG_NFT_BRIDGE_META` lack).
 pub const NO_ICC: &str = "no_icc";
 
 const ETH_P_IP: u16 = 0x0800;
@@ -622,7 +622,9 @@ fn bridge_chains() -> Vec<ChainSpec> {
             Hook::Forward,
             ChainKind::Filter,
             -200,
-            vec![rule(vec![in_set(vec![IbrName], NO_ICC, false)], Action::Drop)],
+            // icc=false: frames from such a port are never bridged to another port (traffic to
+            // the gateway is not forwarded but delivered locally, so it still passes)
+            vec![rule(vec![in_set(vec![IifName], NO_ICC, false)], Action::Drop)],
         ),
     ]
 }
@@ -733,23 +735,14 @@ pub fn network_chain_specs(net: &NetworkSpec) -> Vec<ChainSpec> {
     ]
 }
 
-/// Elements binding a network's bridge to its chains (inet) and its icc setting (bridge).
-fn network_elements(net: &NetworkSpec) -> (Vec<(&'static str, Element)>, Vec<Element>) {
+/// Elements binding a network's bridge to its chains.
+fn network_elements(net: &NetworkSpec) -> Vec<(&'static str, Element)> {
     let [from, to, input] = network_chains(&net.name);
     let el = |chain: String| Element {
         key: vec![Value::Ifname(net.bridge.clone())],
         data: ElemData::Jump(chain),
     };
-    let inet = vec![(FROM_NET, el(from)), (TO_NET, el(to)), (IN_NET, el(input))];
-    let bridge = if net.icc {
-        vec![]
-    } else {
-        vec![Element {
-            key: vec![Value::Ifname(net.bridge.clone())],
-            data: ElemData::None,
-        }]
-    };
-    (inet, bridge)
+    vec![(FROM_NET, el(from)), (TO_NET, el(to)), (IN_NET, el(input))]
 }
 
 /// Per-endpoint elements, grouped by (table family, set). Deterministic order.
@@ -777,6 +770,16 @@ pub fn endpoint_elements(
             data: ElemData::None,
         },
     );
+    if !net.icc {
+        push(
+            TableFamily::Bridge,
+            NO_ICC,
+            Element {
+                key: vec![veth()],
+                data: ElemData::None,
+            },
+        );
+    }
     for ip in &ep.ips {
         let set = match ip {
             IpAddr::V4(_) => ALLOW4,
@@ -841,7 +844,7 @@ pub fn endpoint_elements(
 // ---- batches -----------------------------------------------------------------------------
 
 /// Ops creating one network's chains, rules and binding elements (not `postrouting`).
-fn add_network_ops(inet: &TableId, bridge: &TableId, net: &NetworkSpec) -> Vec<Op> {
+fn add_network_ops(inet: &TableId, net: &NetworkSpec) -> Vec<Op> {
     let mut ops = Vec::new();
     let chains = network_chain_specs(net);
     for c in &chains {
@@ -852,26 +855,18 @@ fn add_network_ops(inet: &TableId, bridge: &TableId, net: &NetworkSpec) -> Vec<O
             ops.push(Op::AddRule(inet.clone(), c.name.clone(), r));
         }
     }
-    let (inet_elems, bridge_elems) = network_elements(net);
-    for (set, e) in inet_elems {
+    for (set, e) in network_elements(net) {
         ops.push(Op::AddElements(inet.clone(), set, vec![e]));
-    }
-    if !bridge_elems.is_empty() {
-        ops.push(Op::AddElements(bridge.clone(), NO_ICC, bridge_elems));
     }
     ops
 }
 
 /// Ops removing one network's binding elements and chains (not `postrouting`).
-fn remove_network_ops(inet: &TableId, bridge: &TableId, net: &NetworkSpec) -> Vec<Op> {
+fn remove_network_ops(inet: &TableId, net: &NetworkSpec) -> Vec<Op> {
     let mut ops = Vec::new();
     // Elements first: a chain referenced by a verdict map element cannot be deleted.
-    let (inet_elems, bridge_elems) = network_elements(net);
-    for (set, e) in inet_elems {
+    for (set, e) in network_elements(net) {
         ops.push(Op::DelElements(inet.clone(), set, vec![e]));
-    }
-    if !bridge_elems.is_empty() {
-        ops.push(Op::DelElements(bridge.clone(), NO_ICC, bridge_elems));
     }
     for c in network_chains(&net.name) {
         ops.push(Op::FlushChain(inet.clone(), c.clone()));
@@ -997,7 +992,7 @@ pub fn sync_ops(
                 reason: "name or bridge used twice".into(),
             });
         }
-        ops.extend(add_network_ops(&inet, &bridge, net));
+        ops.extend(add_network_ops(&inet, net));
     }
     for (i, ep) in eps.iter().enumerate() {
         validate_endpoint(ep)?;
@@ -1027,8 +1022,8 @@ pub fn add_network_batch(
             ),
         });
     }
-    let (inet, bridge) = table_ids(table);
-    let mut ops = add_network_ops(&inet, &bridge, net);
+    let (inet, _) = table_ids(table);
+    let mut ops = add_network_ops(&inet, net);
     let mut all = installed.to_vec();
     all.push(net.clone());
     ops.extend(postrouting_ops(&inet, &all));
@@ -1048,7 +1043,7 @@ pub fn remove_network_batch(
     for ep in eps {
         ops.extend(element_ops(&inet, &bridge, endpoint_elements(net, ep)?, false));
     }
-    ops.extend(remove_network_ops(&inet, &bridge, net));
+    ops.extend(remove_network_ops(&inet, net));
     let rest: Vec<NetworkSpec> = installed
         .iter()
         .filter(|n| n.name != net.name)
@@ -1199,12 +1194,12 @@ mod tests {
     }
 
     #[test]
-    fn icc_off_adds_the_bridge_to_no_icc() {
+    fn icc_off_adds_the_endpoint_port_to_no_icc() {
         let mut a = net("a", 1);
+        assert!(!endpoint_elements(&a, &ep("x", vec![])).unwrap().contains_key(&(TableFamily::Bridge, NO_ICC)));
         a.icc = false;
-        let ops = add_network_batch("netd", &[], &a).unwrap();
-        assert!(ops.iter().any(|o| matches!(o, Op::AddElements(t, NO_ICC, e)
-            if t.family == TableFamily::Bridge && e[0].key == vec![Value::Ifname("br-a".into())])));
+        let els = endpoint_elements(&a, &ep("x", vec![])).unwrap();
+        assert_eq!(els[&(TableFamily::Bridge, NO_ICC)][0].key, vec![Value::Ifname("vethx".into())]);
     }
 
     #[test]

@@ -33,7 +33,6 @@ const NFT_META_IIFNAME: u32 = 6;
 const NFT_META_OIFNAME: u32 = 7;
 const NFT_META_NFPROTO: u32 = 15;
 const NFT_META_L4PROTO: u32 = 16;
-const NFT_META_BRI_IIFNAME: u32 = 17;
 const NFT_CT_STATE: u32 = 0;
 const NFT_CT_STATUS: u32 = 2;
 const IPS_DST_NAT: u32 = 1 << 5;
@@ -273,7 +272,6 @@ fn load(field: Field, dreg: u32) -> RawExpr {
     match field {
         Field::IifName => meta(NFT_META_IIFNAME, dreg),
         Field::OifName => meta(NFT_META_OIFNAME, dreg),
-        Field::IbrName => meta(NFT_META_BRI_IIFNAME, dreg),
         Field::L4Proto => meta(NFT_META_L4PROTO, dreg),
         Field::Ip4Saddr => payload(NFT_PAYLOAD_NH, 12, 4, dreg),
         Field::Ip4Daddr => payload(NFT_PAYLOAD_NH, 16, 4, dreg),

@@ -89,6 +89,28 @@ impl Daemon {
             None => names::derived_mac(&format!("{key}/{:?}", std::time::SystemTime::now())),
         };
         let netns_id = ns.id();
+        // Cheap early answers before any lease is taken; the transaction re-checks the first.
+        let store = self.store().clone();
+        let k = key.clone();
+        if blocking(move || store.endpoint(&k)).await??.is_some() {
+            return Err(crate::store::StoreError::EndpointExists {
+                network: network.to_string(),
+                container_id: req.container_id.clone(),
+                ifname,
+            }
+            .into());
+        }
+        // Refuse a taken interface name before any lease is taken (the first attachment of that
+        // name stays untouched).
+        let cont = Netlink::in_netns(&ns)?;
+        if cont.link_by_name(&ifname).await?.is_some() {
+            return Err(DaemonError::InterfaceExists {
+                network: network.to_string(),
+                container_id: req.container_id.clone(),
+                ifname,
+                netns: req.netns.clone(),
+            });
+        }
 
         // 1. Durable lease + record.
         let rec = {
@@ -133,7 +155,7 @@ impl Daemon {
         };
 
         // 2. Kernel and plugs; undo everything on failure.
-        match self.bring_up_endpoint(&st, &rec, &ns, mac).await {
+        match self.bring_up_endpoint(&st, &rec, &ns, &cont, mac).await {
             Ok(result) => {
                 info!(network, container = %req.container_id, ifname = %ifname, ips = ?rec.endpoint.ips, "endpoint attached");
                 Ok(result)
@@ -153,6 +175,7 @@ impl Daemon {
         st: &Arc<NetState>,
         rec: &EndpointRecord,
         ns: &Netns,
+        cont: &Netlink,
         mac: [u8; 6],
     ) -> Result<AttachResult, DaemonError> {
         let ep = &rec.endpoint;
@@ -162,18 +185,11 @@ impl Daemon {
             Some(b) => b,
             None => {
                 warn!(bridge = %st.net.bridge, "bridge missing; recreating");
-                host.ensure_bridge(&bridge_spec(&st.net)).await?.0
+                let bridge = host.ensure_bridge(&bridge_spec(&st.net)).await?.0;
+                self.reattach_ports(st, bridge.index).await?;
+                bridge
             }
         };
-        let cont = Netlink::in_netns(ns)?;
-        if cont.link_by_name(&ep.ifname).await?.is_some() {
-            return Err(DaemonError::InterfaceExists {
-                network: ep.network.clone(),
-                container_id: ep.container_id.clone(),
-                ifname: ep.ifname.clone(),
-                netns: ep.netns.clone(),
-            });
-        }
         // A leftover host end of this very key (its record is gone) would block the name.
         if host.delete_link(&ep.host_veth).await? {
             debug!(veth = %ep.host_veth, "removed stale host veth");
@@ -227,6 +243,21 @@ impl Daemon {
                 search: st.net.dns_domain.iter().cloned().collect(),
             },
         })
+    }
+
+    /// Puts the host ends of a network's endpoints back on its (recreated) bridge.
+    pub(crate) async fn reattach_ports(&self, st: &NetState, bridge: u32) -> Result<(), DaemonError> {
+        let store = self.store().clone();
+        let n = st.net.name.clone();
+        let eps = blocking(move || store.endpoints(&n)).await??;
+        for rec in eps {
+            if let Some(link) = self.host().link_by_name(&rec.endpoint.host_veth).await? {
+                if link.master != Some(bridge) {
+                    self.host().set_master(link.index, &link.name, bridge).await?;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Undoes an endpoint: plugs, veth (gone with its namespace is fine), then lease and record.

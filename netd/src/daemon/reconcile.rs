@@ -36,6 +36,13 @@ impl Daemon {
             }
             self.insert_state(net)?;
         }
+        for st in self.all_networks() {
+            if let Ok(Some(bridge)) = self.host().link_by_name(&st.net.bridge).await {
+                if let Err(e) = self.reattach_ports(&st, bridge.index).await {
+                    warn!(network = %st.net.name, cause = %e, "re-attaching ports failed");
+                }
+            }
+        }
         let mut live = HashSet::new();
         for rec in snap.endpoints {
             let Ok(st) = self.net_state(&rec.endpoint.network) else {

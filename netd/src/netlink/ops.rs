@@ -191,6 +191,17 @@ impl Netlink {
             .map_err(|e| NetlinkError::kernel("setting up", name, e))
     }
 
+    /// Enslaves an interface to a bridge.
+    pub async fn set_master(&self, index: u32, name: &str, master: u32) -> Result<(), NetlinkError> {
+        let msg = LinkUnspec::new_with_index(index).controller(master).build();
+        self.handle
+            .link()
+            .set(msg)
+            .execute()
+            .await
+            .map_err(|e| NetlinkError::kernel("attaching to bridge", name, e))
+    }
+
     /// Adds an address (no DAD for IPv6, so it is usable at once); an existing one is fine.
     pub async fn add_address(&self, index: u32, name: &str, addr: IpNet) -> Result<(), NetlinkError> {
         let mut req = self.handle.address().add(index, addr.addr(), addr.prefix_len());

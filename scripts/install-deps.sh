@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Installs the system packages netd builds and tests with (Debian 12, as root).
+set -euo pipefail
+if [ "$(id -u)" -ne 0 ]; then
+  echo "install-deps.sh: run as root (netd manages bridges, namespaces and nftables)" >&2
+  exit 1
+fi
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends \
+  build-essential pkg-config clang libclang-dev \
+  iproute2 iputils-ping nftables libnftnl-dev libmnl-dev \
+  dnsutils dnsmasq-base procps psmisc curl ca-certificates \
+  containernetworking-plugins >/dev/null
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "install-deps.sh: a Rust toolchain (cargo >= 1.85, e.g. from rustup) is required" >&2
+  exit 1
+fi

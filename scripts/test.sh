@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# The whole test suite: system packages, build, every unit, property and end-to-end test.
+# Every test that touches the network runs in namespaces it creates and removes.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./scripts/install-deps.sh
+cargo fmt --all -- --check
+cargo build --workspace --bins --tests
+cargo test --workspace --no-fail-fast
