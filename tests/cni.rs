@@ -124,7 +124,13 @@ fn netd_cni(pairs: &[(&str, &str)], stdin: &str) -> Reply {
 }
 
 /// The environment of a per-container command.
-fn container_env(cmd: &str, cid: &str, netns: &str, ifname: &str, args: &str) -> Vec<(String, String)> {
+fn container_env(
+    cmd: &str,
+    cid: &str,
+    netns: &str,
+    ifname: &str,
+    args: &str,
+) -> Vec<(String, String)> {
     env(&[
         ("CNI_COMMAND", cmd),
         ("CNI_CONTAINERID", cid),
@@ -371,10 +377,18 @@ fn undecodable_stdin_is_code_6_and_bad_config_code_7_or_2() {
     netd_cni(&add, r#"{"cniVersion":"1.0.0"}"#).code(7);
     let msg = netd_cni(&add, r#"{"cniVersion":"1.0.0","name":"n","mtu":"x"}"#).code(7);
     assert!(msg.contains("mtu"), "{msg}");
-    let msg = netd_cni(&add, r#"{"cniVersion":"1.0.0","name":"n","subnet":"10.0.0.0/99"}"#).code(7);
+    let msg = netd_cni(
+        &add,
+        r#"{"cniVersion":"1.0.0","name":"n","subnet":"10.0.0.0/99"}"#,
+    )
+    .code(7);
     assert!(msg.contains("subnet"), "{msg}");
     // Unsupported: code 2 naming key and value.
-    let msg = netd_cni(&add, r#"{"cniVersion":"1.0.0","name":"n","isGateway":false}"#).code(2);
+    let msg = netd_cni(
+        &add,
+        r#"{"cniVersion":"1.0.0","name":"n","isGateway":false}"#,
+    )
+    .code(2);
     assert!(msg.contains("isGateway") && msg.contains("false"), "{msg}");
     let msg = netd_cni(
         &add,
@@ -443,7 +457,10 @@ fn add_result_in_every_version_has_the_bridge_layout() {
             assert!(i["mac"].as_str().unwrap().len() == 17, "{i}");
         }
         let host_veth = ifs[1]["name"].as_str().unwrap();
-        assert!(cni.host.bridge_ports(&net.bridge).contains(&host_veth.to_string()));
+        assert!(cni
+            .host
+            .bridge_ports(&net.bridge)
+            .contains(&host_veth.to_string()));
         let kernel_mac = ns.link("eth0").unwrap()["address"].clone();
         assert_eq!(ifs[2]["mac"], kernel_mac);
 
@@ -453,7 +470,10 @@ fn add_result_in_every_version_has_the_bridge_layout() {
         assert!(r.stdout.contains("\"interface\":2"), "{}", r.stdout);
         assert_eq!(ips[0]["gateway"], "10.61.0.1");
         let addr = ips[0]["address"].as_str().unwrap();
-        assert!(addr.starts_with("10.61.0.") && addr.ends_with("/24"), "{addr}");
+        assert!(
+            addr.starts_with("10.61.0.") && addr.ends_with("/24"),
+            "{addr}"
+        );
         if version.starts_with("0.") {
             assert_eq!(ips[0]["version"], "4");
         } else {
@@ -477,7 +497,10 @@ fn add_result_in_every_version_has_the_bridge_layout() {
 
         // The kernel agrees, and the container reaches its gateway.
         assert_eq!(ns.addrs("eth0"), vec![addr.to_string()]);
-        assert!(ns.ping("10.61.0.1"), "container {cid} cannot reach its gateway");
+        assert!(
+            ns.ping("10.61.0.1"),
+            "container {cid} cannot reach its gateway"
+        );
         cni.del(&cid, &ns.path()).silent();
     }
     assert!(cni.endpoints().is_empty());
@@ -504,7 +527,10 @@ fn first_add_creates_the_network_from_the_config() {
         Some("10.62.0.128/25")
     );
     assert!(net.masquerade);
-    assert_eq!(net.labels.get("created_by").map(String::as_str), Some("netd-cni"));
+    assert_eq!(
+        net.labels.get("created_by").map(String::as_str),
+        Some("netd-cni")
+    );
     let addr = container_addr(&res);
     let last: u8 = bare(&addr).rsplit('.').next().unwrap().parse().unwrap();
     assert!(last >= 128, "address {addr} outside the configured range");
@@ -555,10 +581,18 @@ fn an_existing_interface_is_refused_and_left_untouched() {
     let (code, msg) = cni.add(&ns, "second").error();
     assert_eq!(code, 100, "{msg}");
     assert!(msg.contains("eth0"), "{msg}");
-    assert_eq!(ns.addrs("eth0"), vec![addr], "the first attachment was disturbed");
+    assert_eq!(
+        ns.addrs("eth0"),
+        vec![addr],
+        "the first attachment was disturbed"
+    );
     let eps = cni.endpoints();
     assert_eq!(eps.len(), 1, "the failed ADD kept a lease: {eps:?}");
-    assert_eq!(cni.host_links(), links_before, "the failed ADD left a host veth");
+    assert_eq!(
+        cni.host_links(),
+        links_before,
+        "the failed ADD left a host veth"
+    );
 }
 
 #[test]
@@ -627,7 +661,12 @@ fn cni_args_and_runtime_config_reach_the_endpoint() {
     assert_eq!(ns2.link("eth0").unwrap()["address"], "02:aa:bb:cc:dd:02");
 
     let eps = cni.endpoints();
-    let by_id = |id: &str| eps.iter().find(|e| e["container_id"] == id).unwrap().clone();
+    let by_id = |id: &str| {
+        eps.iter()
+            .find(|e| e["container_id"] == id)
+            .unwrap()
+            .clone()
+    };
     let p = by_id("podman1");
     assert_eq!(p["name"], "web");
     assert_eq!(p["aliases"], json!(["www", "3f2a1b"]));
@@ -695,7 +734,9 @@ fn proc_pid_netns_paths_work_like_ctr() {
 fn one_hundred_parallel_adds_get_distinct_working_interfaces() {
     const N: usize = 100;
     let cni = Cni::new("many", "1.0.0", json!({"subnet": "10.70.0.0/24"}));
-    let nss: Vec<Netns> = (0..N).map(|i| cni.host.container(&format!("p{i}"))).collect();
+    let nss: Vec<Netns> = (0..N)
+        .map(|i| cni.host.container(&format!("p{i}")))
+        .collect();
     // Every ADD races to create the network too.
     let results: Vec<Value> = std::thread::scope(|s| {
         let handles: Vec<_> = nss
@@ -715,7 +756,11 @@ fn one_hundred_parallel_adds_get_distinct_working_interfaces() {
         for (ns, res) in nss.iter().zip(&results) {
             s.spawn(move || {
                 assert_eq!(ns.addrs("eth0"), vec![container_addr(res)]);
-                assert!(ns.ping("10.70.0.1"), "{} cannot reach the gateway", ns.name());
+                assert!(
+                    ns.ping("10.70.0.1"),
+                    "{} cannot reach the gateway",
+                    ns.name()
+                );
             });
         }
     });
@@ -776,14 +821,13 @@ fn check_verifies_the_attachment() {
     let res = cni.add(&ns, "k1").result();
     cni.check(&ns, "k1", &res).silent();
     // 0.4.0 prevResult (with ips[].version) works too.
-    let v040 = cni
-        .call(
-            "CHECK",
-            "k1",
-            &ns.path(),
-            "",
-            &cni.conf_with(json!({"cniVersion": "0.4.0", "prevResult": res})),
-        );
+    let v040 = cni.call(
+        "CHECK",
+        "k1",
+        &ns.path(),
+        "",
+        &cni.conf_with(json!({"cniVersion": "0.4.0", "prevResult": res})),
+    );
     v040.silent();
     // No prevResult: invalid config.
     cni.call("CHECK", "k1", &ns.path(), "", &cni.conf()).code(7);
@@ -811,7 +855,9 @@ fn check_verifies_the_attachment() {
 #[test]
 fn gc_releases_attachments_not_listed() {
     let cni = Cni::new("gc", "1.1.0", json!({"subnet": "10.73.0.0/24"}));
-    let nss: Vec<Netns> = (0..3).map(|i| cni.host.container(&format!("gc{i}"))).collect();
+    let nss: Vec<Netns> = (0..3)
+        .map(|i| cni.host.container(&format!("gc{i}")))
+        .collect();
     let veths: Vec<String> = nss
         .iter()
         .enumerate()
@@ -834,7 +880,11 @@ fn gc_releases_attachments_not_listed() {
         )
     };
     gc("cni.dev/valid-attachments", &["g0", "g1"]).silent();
-    let left: Vec<Value> = cni.endpoints().iter().map(|e| e["container_id"].clone()).collect();
+    let left: Vec<Value> = cni
+        .endpoints()
+        .iter()
+        .map(|e| e["container_id"].clone())
+        .collect();
     assert_eq!(left, vec![json!("g0"), json!("g1")]);
     assert!(!cni.host_links().contains(&veths[2]));
     assert_eq!(nss[2].links(), vec!["lo"]);
@@ -964,8 +1014,8 @@ impl Chain<'_> {
 }
 
 #[test]
-fn chain_with_portmap_tuning_bandwidth() {
-    let missing: Vec<&str> = ["portmap", "tuning", "bandwidth"]
+fn chain_with_portmap_firewall_tuning_bandwidth() {
+    let missing: Vec<&str> = ["portmap", "firewall", "tuning", "bandwidth"]
         .into_iter()
         .filter(|p| reference(p).is_none())
         .collect();
@@ -981,11 +1031,11 @@ fn chain_with_portmap_tuning_bandwidth() {
         "cniVersion": "1.0.0",
         "name": "chained",
         "plugins": [
-            // Dual stack: portmap 1.1's CHECK looks for its IPv6 chain whether or not the
-            // container has an IPv6 address (containernetworking/plugins#819).
+            // Dual stack, so portmap has IPv4 and IPv6 work to do.
             {"type": "netd-cni", "socket": host.socket(), "subnet": "10.75.0.0/24",
              "subnets": [{"subnet": "fd00:75::/64"}], "capabilities": {"aliases": true}},
             {"type": "portmap", "capabilities": {"portMappings": true}},
+            {"type": "firewall"},
             {"type": "tuning", "mac": "02:11:22:33:44:55"},
             {"type": "bandwidth", "capabilities": {"bandwidth": true}}
         ]
@@ -1010,7 +1060,10 @@ fn chain_with_portmap_tuning_bandwidth() {
     assert_eq!(ns.link("eth0").unwrap()["address"], "02:11:22:33:44:55");
     let addr = container_addr(&result);
     let addr6 = result["ips"][1]["address"].as_str().unwrap().to_string();
-    assert!(addr.starts_with("10.75.0.") && addr6.starts_with("fd00:75::"), "{result}");
+    assert!(
+        addr.starts_with("10.75.0.") && addr6.starts_with("fd00:75::"),
+        "{result}"
+    );
     assert_eq!(result["ips"][1]["interface"], 2);
     assert!(ns.ping("10.75.0.1"));
 
@@ -1026,12 +1079,34 @@ fn chain_with_portmap_tuning_bandwidth() {
         "portmap has no DNAT to {addr}:\n{nat}"
     );
     assert!(nat.contains("18080"), "{nat}");
+    // firewall admitted the container's addresses.
+    let filter = netd_tests::must(&mut host.ns.cmd(&["iptables-save", "-t", "filter"]));
+    assert!(
+        filter.contains(&format!("-A CNI-FORWARD -d {}", bare(&addr))),
+        "firewall has no rule for {addr}:\n{filter}"
+    );
     // bandwidth found the host veth (by its peer index) and shaped it.
     let qdisc = netd_tests::must(&mut host.ns.cmd(&["tc", "qdisc", "show", "dev", &host_veth]));
-    assert!(qdisc.contains("tbf"), "no tbf qdisc on {host_veth}: {qdisc}");
+    assert!(
+        qdisc.contains("tbf"),
+        "no tbf qdisc on {host_veth}: {qdisc}"
+    );
 
-    // CHECK of every plugin passes, ours despite the MAC tuning changed.
-    for (p, r) in chain.plugins().iter().zip(chain.check("chain1", &ns, &result)) {
+    // CHECK of every plugin passes, ours despite the MAC tuning changed. portmap 1.1's CHECK
+    // compares its IPv4 rules with ip6tables and so always fails on a host with ip6tables
+    // (containernetworking/plugins#819, fixed upstream after 1.1): only that failure is let by.
+    for (p, r) in chain
+        .plugins()
+        .iter()
+        .zip(chain.check("chain1", &ns, &result))
+    {
+        if p["type"] == "portmap" && r.stdout.contains("could not check ipv6 dnat") {
+            eprintln!(
+                "portmap CHECK hit containernetworking/plugins#819: {}",
+                r.stdout
+            );
+            continue;
+        }
         assert_eq!(
             r.status, 0,
             "CHECK of {} failed: {} {}",
@@ -1046,6 +1121,8 @@ fn chain_with_portmap_tuning_bandwidth() {
     assert!(!host.ns.links().contains(&host_veth));
     let nat = netd_tests::must(&mut host.ns.cmd(&["iptables-save", "-t", "nat"]));
     assert!(!nat.contains(&format!("{}:80", bare(&addr))), "{nat}");
+    let filter = netd_tests::must(&mut host.ns.cmd(&["iptables-save", "-t", "filter"]));
+    assert!(!filter.contains(&format!("-d {}", bare(&addr))), "{filter}");
     assert_eq!(ns.links(), vec!["lo"]);
     let eps = host
         .client()
@@ -1081,7 +1158,12 @@ fn example_conflists_work() {
         };
         let ns = host.container("example");
         let result = chain.add("ex1", &ns);
-        assert_eq!(ns.addrs("eth0"), vec![container_addr(&result)], "{}", path.display());
+        assert_eq!(
+            ns.addrs("eth0"),
+            vec![container_addr(&result)],
+            "{}",
+            path.display()
+        );
         for r in chain.check("ex1", &ns, &result) {
             r.silent();
         }

@@ -32,20 +32,37 @@ fn two_containers_ping_through_the_bridge() {
     let c2 = h.container("c2");
     h.netctl_ok(&["create", "mynet"]);
     let net = h.netctl_json(&["inspect", "mynet"]);
-    assert_eq!(net["subnets"][0]["subnet"], "10.88.0.0/16", "first pool subnet");
+    assert_eq!(
+        net["subnets"][0]["subnet"], "10.88.0.0/16",
+        "first pool subnet"
+    );
     assert_eq!(net["bridge"], "nd-mynet");
     let r1 = connect_json(&h, &["mynet", "--netns", &c1.path(), "--name", "web"]);
     let r2 = connect_json(
         &h,
-        &["mynet", "--netns", &c2.path(), "--name", "db", "--ip", "10.88.0.50"],
+        &[
+            "mynet",
+            "--netns",
+            &c2.path(),
+            "--name",
+            "db",
+            "--ip",
+            "10.88.0.50",
+        ],
     );
     assert_eq!(first_ip(&r2["endpoint"]), "10.88.0.50");
     let ip1 = first_ip(&r1["endpoint"]);
-    assert_eq!(ip1, "10.88.0.2", "first dynamic address follows the gateway");
+    assert_eq!(
+        ip1, "10.88.0.2",
+        "first dynamic address follows the gateway"
+    );
     // The container end is eth0 with the address and a default route via the gateway.
     assert_eq!(c1.addrs("eth0"), vec!["10.88.0.2/16".to_string()]);
     let routes = String::from_utf8_lossy(&c1.exec(&["ip", "route"]).stdout).into_owned();
-    assert!(routes.contains("default via 10.88.0.1 dev eth0"), "{routes}");
+    assert!(
+        routes.contains("default via 10.88.0.1 dev eth0"),
+        "{routes}"
+    );
     // Bridge holds the gateway and both host ends.
     assert_eq!(h.ns.addrs("nd-mynet"), vec!["10.88.0.1/16".to_string()]);
     assert_eq!(h.bridge_ports("nd-mynet").len(), 2);
@@ -57,7 +74,10 @@ fn two_containers_ping_through_the_bridge() {
     // Table output has the documented columns.
     let ls = h.netctl_ok(&["ls"]);
     assert!(ls.starts_with("NAME"), "{ls}");
-    assert!(ls.contains("mynet") && ls.contains("10.88.0.0/16") && ls.contains("nd-mynet"), "{ls}");
+    assert!(
+        ls.contains("mynet") && ls.contains("10.88.0.0/16") && ls.contains("nd-mynet"),
+        "{ls}"
+    );
 
     // rm is refused while endpoints exist; nothing changes.
     let out = h.netctl(&["rm", "mynet"]);
@@ -66,7 +86,10 @@ fn two_containers_ping_through_the_bridge() {
     assert_eq!(endpoints(&h, "mynet").len(), 2);
 
     h.netctl_ok(&["disconnect", "mynet", "--netns", &c1.path()]);
-    assert!(!c1.links().contains(&"eth0".to_string()), "eth0 gone from c1");
+    assert!(
+        !c1.links().contains(&"eth0".to_string()),
+        "eth0 gone from c1"
+    );
     assert_eq!(h.bridge_ports("nd-mynet").len(), 1);
     assert!(!c2.ping(&ip1));
     // Disconnect is idempotent at the API level.
@@ -76,7 +99,10 @@ fn two_containers_ping_through_the_bridge() {
 
     h.netctl_ok(&["rm", "mynet", "--force"]);
     assert!(h.ns.link("nd-mynet").is_none(), "bridge removed");
-    assert!(!c2.links().contains(&"eth0".to_string()), "forced rm detached db");
+    assert!(
+        !c2.links().contains(&"eth0".to_string()),
+        "forced rm detached db"
+    );
     assert!(h.netctl_json(&["ls"]).as_array().unwrap().is_empty());
 }
 
@@ -84,8 +110,18 @@ fn two_containers_ping_through_the_bridge() {
 fn subnet_range_gateway_aux_and_static_addresses() {
     let h = Host::start();
     h.netctl_ok(&[
-        "create", "backend", "--subnet", "10.89.0.0/24", "--gateway", "10.89.0.254",
-        "--ip-range", "10.89.0.128/30", "--aux-address", "10.89.0.129", "--mtu", "1400",
+        "create",
+        "backend",
+        "--subnet",
+        "10.89.0.0/24",
+        "--gateway",
+        "10.89.0.254",
+        "--ip-range",
+        "10.89.0.128/30",
+        "--aux-address",
+        "10.89.0.129",
+        "--mtu",
+        "1400",
     ]);
     let net = h.netctl_json(&["inspect", "backend"]);
     assert_eq!(net["subnets"][0]["gateway"], "10.89.0.254");
@@ -96,7 +132,10 @@ fn subnet_range_gateway_aux_and_static_addresses() {
     let mut keep = Vec::new();
     for i in 0..3 {
         let c = h.container(&format!("b{i}"));
-        let r = connect_json(&h, &["backend", "--netns", &c.path(), "--name", &format!("b{i}")]);
+        let r = connect_json(
+            &h,
+            &["backend", "--netns", &c.path(), "--name", &format!("b{i}")],
+        );
         got.push(first_ip(&r["endpoint"]));
         assert_eq!(c.link("eth0").unwrap()["mtu"], 1400);
         keep.push(c);
@@ -108,14 +147,37 @@ fn subnet_range_gateway_aux_and_static_addresses() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("no free address"), "{err}");
-    assert!(!c.links().contains(&"eth0".to_string()), "failed attach left an interface");
+    assert!(
+        !c.links().contains(&"eth0".to_string()),
+        "failed attach left an interface"
+    );
     // A static address outside the range but inside the subnet works.
-    let r = connect_json(&h, &["backend", "--netns", &c.path(), "--name", "st", "--ip", "10.89.0.7"]);
+    let r = connect_json(
+        &h,
+        &[
+            "backend",
+            "--netns",
+            &c.path(),
+            "--name",
+            "st",
+            "--ip",
+            "10.89.0.7",
+        ],
+    );
     assert_eq!(first_ip(&r["endpoint"]), "10.89.0.7");
     // The gateway and aux addresses cannot be requested.
     for ip in ["10.89.0.254", "10.89.0.129", "10.89.0.7"] {
         let c = h.container("bad");
-        let out = h.netctl(&["connect", "backend", "--netns", &c.path(), "--name", "x", "--ip", ip]);
+        let out = h.netctl(&[
+            "connect",
+            "backend",
+            "--netns",
+            &c.path(),
+            "--name",
+            "x",
+            "--ip",
+            ip,
+        ]);
         assert!(!out.status.success(), "{ip} must be refused");
     }
     assert_eq!(endpoints(&h, "backend").len(), 4);
@@ -127,19 +189,61 @@ fn invalid_networks_are_refused_and_create_nothing() {
     h.netctl_ok(&["create", "a", "--subnet", "10.50.0.0/16"]);
     let links_before = h.ns.links();
     let cases: &[(&[&str], &str)] = &[
-        (&["create", "b", "--subnet", "10.50.3.0/24"], "overlaps network a"),
-        (&["create", "a", "--subnet", "10.60.0.0/24"], "already exists"),
-        (&["create", "c", "--subnet", "10.61.0.0/24", "--gateway", "10.62.0.1"], "outside subnet"),
+        (
+            &["create", "b", "--subnet", "10.50.3.0/24"],
+            "overlaps network a",
+        ),
+        (
+            &["create", "a", "--subnet", "10.60.0.0/24"],
+            "already exists",
+        ),
+        (
+            &[
+                "create",
+                "c",
+                "--subnet",
+                "10.61.0.0/24",
+                "--gateway",
+                "10.62.0.1",
+            ],
+            "outside subnet",
+        ),
         (&["create", "d", "--subnet", "10.63.0.0/31"], "too small"),
         (&["create", "e", "--subnet", "10.63.0.1/32"], "too small"),
         (&["create", "f", "--subnet", "10.64.0.1/24"], "host bits"),
-        (&["create", "g", "--bridge", "this-is-too-long0"], "IFNAMSIZ"),
+        (
+            &["create", "g", "--bridge", "this-is-too-long0"],
+            "IFNAMSIZ",
+        ),
         (&["create", "--", "-bad"], "must start with a letter"),
         (&["create", "bad/name"], "only letters"),
-        (&["create", "h", "--subnet", "10.65.0.0/24", "--subnet", "10.66.0.0/24"], "at most one IPv4"),
-        (&["create", "i", "--subnet", "10.67.0.0/24", "--ip-range", "10.68.0.0/28"], "not inside"),
+        (
+            &[
+                "create",
+                "h",
+                "--subnet",
+                "10.65.0.0/24",
+                "--subnet",
+                "10.66.0.0/24",
+            ],
+            "at most one IPv4",
+        ),
+        (
+            &[
+                "create",
+                "i",
+                "--subnet",
+                "10.67.0.0/24",
+                "--ip-range",
+                "10.68.0.0/28",
+            ],
+            "not inside",
+        ),
         (&["create", "j", "--mtu", "20"], "mtu"),
-        (&["create", "k", "--bridge", "nd-a"], "already used by network a"),
+        (
+            &["create", "k", "--bridge", "nd-a"],
+            "already used by network a",
+        ),
     ];
     for (args, want) in cases {
         let out = h.netctl(args);
@@ -149,17 +253,26 @@ fn invalid_networks_are_refused_and_create_nothing() {
         assert_eq!(err.trim().lines().count(), 1, "one-line error: {err}");
     }
     assert_eq!(h.netctl_json(&["ls"]).as_array().unwrap().len(), 1);
-    assert_eq!(h.ns.links(), links_before, "a refused create left an interface");
+    assert_eq!(
+        h.ns.links(),
+        links_before,
+        "a refused create left an interface"
+    );
 
     // A host route makes a subnet unavailable: explicit use is refused, auto choice skips it.
-    must(h.ns.cmd(&["ip", "link", "add", "uplink", "type", "veth", "peer", "name", "uplinkp"]));
+    must(h.ns.cmd(&[
+        "ip", "link", "add", "uplink", "type", "veth", "peer", "name", "uplinkp",
+    ]));
     must(h.ns.cmd(&["ip", "link", "set", "uplinkp", "up"]));
     must(h.ns.cmd(&["ip", "addr", "add", "10.88.0.1/16", "dev", "uplink"]));
     must(h.ns.cmd(&["ip", "link", "set", "uplink", "up"]));
     let out = h.netctl(&["create", "r", "--subnet", "10.88.5.0/24"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("host route 10.88.0.0/16 dev uplink"));
     h.netctl_ok(&["create", "auto"]);
-    assert_eq!(h.netctl_json(&["inspect", "auto"])["subnets"][0]["subnet"], "10.89.0.0/16");
+    assert_eq!(
+        h.netctl_json(&["inspect", "auto"])["subnets"][0]["subnet"],
+        "10.89.0.0/16"
+    );
 }
 
 #[test]
@@ -175,24 +288,77 @@ fn invalid_attachments_are_refused_and_leak_nothing() {
         ..Default::default()
     };
     let cases: Vec<(AttachRequest, ErrorCode)> = vec![
-        (AttachRequest { netns: "/run/netns/does-not-exist".into(), ..base.clone() }, ErrorCode::NetnsNotFound),
-        (AttachRequest { netns: "/etc/hostname".into(), ..base.clone() }, ErrorCode::NetnsNotFound),
-        (AttachRequest { ifname: Some("x".repeat(16)), ..base.clone() }, ErrorCode::InvalidName),
-        (AttachRequest { ifname: Some("a/b".into()), ..base.clone() }, ErrorCode::InvalidName),
-        (AttachRequest { container_id: "../x".into(), ..base.clone() }, ErrorCode::InvalidName),
-        (AttachRequest { ips: vec!["10.71.0.5".parse().unwrap()], ..base.clone() }, ErrorCode::InvalidAddress),
-        (AttachRequest { ips: vec!["10.70.0.255".parse().unwrap()], ..base.clone() }, ErrorCode::InvalidAddress),
-        (AttachRequest { mac: Some("01:00:5e:00:00:01".into()), ..base.clone() }, ErrorCode::InvalidName),
+        (
+            AttachRequest {
+                netns: "/run/netns/does-not-exist".into(),
+                ..base.clone()
+            },
+            ErrorCode::NetnsNotFound,
+        ),
+        (
+            AttachRequest {
+                netns: "/etc/hostname".into(),
+                ..base.clone()
+            },
+            ErrorCode::NetnsNotFound,
+        ),
+        (
+            AttachRequest {
+                ifname: Some("x".repeat(16)),
+                ..base.clone()
+            },
+            ErrorCode::InvalidName,
+        ),
+        (
+            AttachRequest {
+                ifname: Some("a/b".into()),
+                ..base.clone()
+            },
+            ErrorCode::InvalidName,
+        ),
+        (
+            AttachRequest {
+                container_id: "../x".into(),
+                ..base.clone()
+            },
+            ErrorCode::InvalidName,
+        ),
+        (
+            AttachRequest {
+                ips: vec!["10.71.0.5".parse().unwrap()],
+                ..base.clone()
+            },
+            ErrorCode::InvalidAddress,
+        ),
+        (
+            AttachRequest {
+                ips: vec!["10.70.0.255".parse().unwrap()],
+                ..base.clone()
+            },
+            ErrorCode::InvalidAddress,
+        ),
+        (
+            AttachRequest {
+                mac: Some("01:00:5e:00:00:01".into()),
+                ..base.clone()
+            },
+            ErrorCode::InvalidName,
+        ),
     ];
     for (req, code) in cases {
         let e = attach(req.clone());
         assert_eq!(e.code(), Some(code), "{req:?}: {e}");
     }
     // Interface name taken inside the container: refused, the existing one untouched.
-    must(c.cmd(&["ip", "link", "add", "eth0", "type", "veth", "peer", "name", "eth0p"]));
+    must(c.cmd(&[
+        "ip", "link", "add", "eth0", "type", "veth", "peer", "name", "eth0p",
+    ]));
     let e = attach(base.clone());
     assert_eq!(e.code(), Some(ErrorCode::InterfaceExists), "{e}");
-    assert!(c.link("eth0p").is_some(), "the existing eth0 pair is untouched");
+    assert!(
+        c.link("eth0p").is_some(),
+        "the existing eth0 pair is untouched"
+    );
     must(c.cmd(&["ip", "link", "del", "eth0"]));
     // Unknown network.
     let e = client.run(|cl| cl.attach("nope", &base)).unwrap_err();
@@ -257,7 +423,10 @@ fn reconcile_recreates_bridges_and_forgets_dead_containers() {
     drop(c2); // the container's namespace vanishes while netd is down
     h.spawn();
     let br = h.ns.link("nd-r").expect("bridge recreated at start");
-    assert!(br["flags"].as_array().unwrap().contains(&"UP".into()), "{br}");
+    assert!(
+        br["flags"].as_array().unwrap().contains(&"UP".into()),
+        "{br}"
+    );
     assert_eq!(h.ns.addrs("nd-r"), vec!["10.73.0.1/24".to_string()]);
     let eps = endpoints(&h, "r");
     // one's veth died with the bridge? No: deleting a bridge only frees its ports. one keeps
@@ -265,8 +434,23 @@ fn reconcile_recreates_bridges_and_forgets_dead_containers() {
     let names: Vec<&str> = eps.iter().filter_map(|e| e["name"].as_str()).collect();
     assert_eq!(names, ["one"], "{eps:?}");
     let c4 = h.container("c4");
-    let r = connect_json(&h, &["r", "--netns", &c4.path(), "--name", "four", "--ip", "10.73.0.3"]);
-    assert_eq!(first_ip(&r["endpoint"]), "10.73.0.3", "two's lease was freed");
+    let r = connect_json(
+        &h,
+        &[
+            "r",
+            "--netns",
+            &c4.path(),
+            "--name",
+            "four",
+            "--ip",
+            "10.73.0.3",
+        ],
+    );
+    assert_eq!(
+        first_ip(&r["endpoint"]),
+        "10.73.0.3",
+        "two's lease was freed"
+    );
 
     // Deleting the bridge while netd runs: the next attach recreates it.
     must(h.ns.cmd(&["ip", "link", "del", "nd-r"]));
@@ -287,7 +471,10 @@ fn dead_namespaces_are_collected_while_running() {
     let released = netd_tests::wait_for(std::time::Duration::from_secs(15), || {
         endpoints(&h, "g").is_empty().then_some(())
     });
-    assert!(released.is_some(), "endpoint of a vanished namespace was not released");
+    assert!(
+        released.is_some(),
+        "endpoint of a vanished namespace was not released"
+    );
     assert!(h.bridge_ports("nd-g").is_empty());
 }
 
@@ -353,12 +540,33 @@ fn hundred_parallel_connects_get_distinct_addresses() {
 #[test]
 fn dual_stack_network() {
     let h = Host::start();
-    h.netctl_ok(&["create", "ds", "--subnet", "10.76.0.0/24", "--subnet", "fd00:76::/64"]);
+    h.netctl_ok(&[
+        "create",
+        "ds",
+        "--subnet",
+        "10.76.0.0/24",
+        "--subnet",
+        "fd00:76::/64",
+    ]);
     let c1 = h.container("c1");
     let c2 = h.container("c2");
     let r1 = connect_json(&h, &["ds", "--netns", &c1.path(), "--name", "a"]);
-    let r2 = connect_json(&h, &["ds", "--netns", &c2.path(), "--name", "b", "--mac", "02:00:00:00:00:42"]);
-    assert_eq!(r1["endpoint"]["ips"], serde_json::json!(["10.76.0.2/24", "fd00:76::2/64"]));
+    let r2 = connect_json(
+        &h,
+        &[
+            "ds",
+            "--netns",
+            &c2.path(),
+            "--name",
+            "b",
+            "--mac",
+            "02:00:00:00:00:42",
+        ],
+    );
+    assert_eq!(
+        r1["endpoint"]["ips"],
+        serde_json::json!(["10.76.0.2/24", "fd00:76::2/64"])
+    );
     assert_eq!(r2["endpoint"]["mac"], "02:00:00:00:00:42");
     assert_eq!(c2.link("eth0").unwrap()["address"], "02:00:00:00:00:42");
     assert!(c1.ping("fd00:76::3"), "IPv6 between containers");
@@ -382,15 +590,32 @@ fn internal_network_has_no_default_route() {
 #[test]
 fn existing_bridge_is_validated_not_clobbered() {
     let h = Host::start();
-    must(h.ns.cmd(&["ip", "link", "add", "nd-taken", "type", "veth", "peer", "name", "nd-takenp"]));
+    must(h.ns.cmd(&[
+        "ip",
+        "link",
+        "add",
+        "nd-taken",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "nd-takenp",
+    ]));
     let out = h.netctl(&["create", "taken", "--subnet", "10.78.0.0/24"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a bridge"));
-    assert!(h.netctl_json(&["ls"]).as_array().unwrap().is_empty(), "store rolled back");
+    assert!(
+        h.netctl_json(&["ls"]).as_array().unwrap().is_empty(),
+        "store rolled back"
+    );
     must(h.ns.cmd(&["ip", "link", "del", "nd-taken"]));
     must(h.ns.cmd(&["ip", "link", "add", "nd-taken", "type", "bridge"]));
     h.netctl_ok(&["create", "taken", "--subnet", "10.78.0.0/24"]);
-    assert_eq!(h.ns.addrs("nd-taken"), vec!["10.78.0.1/24".to_string()], "adopted");
+    assert_eq!(
+        h.ns.addrs("nd-taken"),
+        vec!["10.78.0.1/24".to_string()],
+        "adopted"
+    );
 }
 
 #[test]
@@ -400,10 +625,16 @@ fn clients_fail_clearly_without_a_daemon_and_api_errors_are_json() {
         .arg("ls"));
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.starts_with("netctl: cannot reach netd at /nonexistent/netd.sock:"), "{err}");
+    assert!(
+        err.starts_with("netctl: cannot reach netd at /nonexistent/netd.sock:"),
+        "{err}"
+    );
     assert_eq!(err.trim().lines().count(), 1);
-    let out = run(Command::new(netd_tests::bin("netctl"))
-        .args(["--socket", "/nonexistent/other.sock", "ls"]));
+    let out = run(Command::new(netd_tests::bin("netctl")).args([
+        "--socket",
+        "/nonexistent/other.sock",
+        "ls",
+    ]));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/other.sock"));
 
     let h = Host::start();
@@ -419,23 +650,54 @@ fn clients_fail_clearly_without_a_daemon_and_api_errors_are_json() {
         let v: serde_json::Value = serde_json::from_slice(&bytes).expect("JSON error body");
         (status, v["code"].as_str().unwrap_or("").to_string())
     };
-    assert_eq!(raw("POST", "/v1/networks", "{\"name\":"), (400, "invalid_request".into()));
-    assert_eq!(raw("POST", "/v1/networks", "{\"name\":5}"), (400, "invalid_request".into()));
-    assert_eq!(raw("POST", "/v1/networks", "{\"name\":\"x\",\"bogus\":1}"), (400, "invalid_request".into()));
-    assert_eq!(raw("GET", "/v1/nothing", ""), (400, "invalid_request".into()));
-    assert_eq!(raw("GET", "/v1/networks/none", ""), (404, "network_not_found".into()));
-    assert_eq!(raw("DELETE", "/v1/networks/none/endpoints/c/eth0", "").0, 200, "DEL of unknown succeeds");
+    assert_eq!(
+        raw("POST", "/v1/networks", "{\"name\":"),
+        (400, "invalid_request".into())
+    );
+    assert_eq!(
+        raw("POST", "/v1/networks", "{\"name\":5}"),
+        (400, "invalid_request".into())
+    );
+    assert_eq!(
+        raw("POST", "/v1/networks", "{\"name\":\"x\",\"bogus\":1}"),
+        (400, "invalid_request".into())
+    );
+    assert_eq!(
+        raw("GET", "/v1/nothing", ""),
+        (400, "invalid_request".into())
+    );
+    assert_eq!(
+        raw("GET", "/v1/networks/none", ""),
+        (404, "network_not_found".into())
+    );
+    assert_eq!(
+        raw("DELETE", "/v1/networks/none/endpoints/c/eth0", "").0,
+        200,
+        "DEL of unknown succeeds"
+    );
     // A body over the limit is refused (400 with a JSON error, or the connection is cut
     // before the client finishes sending); nothing is created either way.
     let huge = format!("{{\"name\":\"{}\"}}", "a".repeat(3 << 20));
-    match client.run(|c| c.raw("POST".parse().unwrap(), "/v1/networks", Some(huge.into_bytes()))) {
+    match client.run(|c| {
+        c.raw(
+            "POST".parse().unwrap(),
+            "/v1/networks",
+            Some(huge.into_bytes()),
+        )
+    }) {
         Ok((status, body)) => {
             assert_eq!(status, 400);
-            assert!(String::from_utf8_lossy(&body).contains("length limit"), "{body:?}");
+            assert!(
+                String::from_utf8_lossy(&body).contains("length limit"),
+                "{body:?}"
+            );
         }
         Err(e) => assert!(e.to_string().contains("sending request"), "{e}"),
     }
     let almost = format!("{{\"name\":\"{}\"}}", "a".repeat(900 << 10));
-    assert_eq!(raw("POST", "/v1/networks", &almost), (400, "invalid_name".into()));
+    assert_eq!(
+        raw("POST", "/v1/networks", &almost),
+        (400, "invalid_name".into())
+    );
     assert!(h.netctl_json(&["ls"]).as_array().unwrap().is_empty());
 }

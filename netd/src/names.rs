@@ -152,7 +152,11 @@ pub fn format_mac(mac: &[u8; 6]) -> String {
 pub fn parse_mac(s: &str) -> Result<[u8; 6], NameError> {
     let parts: Vec<&str> = s.split(':').collect();
     if parts.len() != 6 {
-        return Err(err("MAC address", s, "expected six ':'-separated hex bytes"));
+        return Err(err(
+            "MAC address",
+            s,
+            "expected six ':'-separated hex bytes",
+        ));
     }
     let mut mac = [0u8; 6];
     for (i, p) in parts.iter().enumerate() {

@@ -74,13 +74,19 @@ impl From<DaemonError> for ApiError {
 
 impl From<JsonRejection> for ApiError {
     fn from(e: JsonRejection) -> Self {
-        ApiError::new(ErrorCode::InvalidRequest, format!("decoding request body: {}", e.body_text()))
+        ApiError::new(
+            ErrorCode::InvalidRequest,
+            format!("decoding request body: {}", e.body_text()),
+        )
     }
 }
 
 impl From<QueryRejection> for ApiError {
     fn from(e: QueryRejection) -> Self {
-        ApiError::new(ErrorCode::InvalidRequest, format!("decoding query: {}", e.body_text()))
+        ApiError::new(
+            ErrorCode::InvalidRequest,
+            format!("decoding query: {}", e.body_text()),
+        )
     }
 }
 
@@ -175,7 +181,11 @@ async fn gc(
 async fn not_found(req: Request) -> ApiError {
     ApiError::new(
         ErrorCode::InvalidRequest,
-        format!("no such API endpoint: {} {}", req.method(), req.uri().path()),
+        format!(
+            "no such API endpoint: {} {}",
+            req.method(),
+            req.uri().path()
+        ),
     )
 }
 
@@ -185,7 +195,8 @@ async fn authorize(
     req: Request,
     next: Next,
 ) -> Response {
-    let allowed = matches!(peer.uid, Some(0)) || peer.uid.is_some_and(|u| policy.allowed_uids.contains(&u));
+    let allowed =
+        matches!(peer.uid, Some(0)) || peer.uid.is_some_and(|u| policy.allowed_uids.contains(&u));
     if !allowed {
         warn!(uid = ?peer.uid, pid = ?peer.pid, "refused API client");
         return ApiError::new(
@@ -211,7 +222,10 @@ pub fn router(daemon: Daemon, policy: AccessPolicy) -> Router {
             "/v1/networks/{name}/endpoints/{cid}/{ifname}",
             axum::routing::delete(detach),
         )
-        .route("/v1/networks/{name}/endpoints/{cid}/{ifname}/check", get(check))
+        .route(
+            "/v1/networks/{name}/endpoints/{cid}/{ifname}/check",
+            get(check),
+        )
         .route("/v1/networks/{name}/gc", post(gc))
         .fallback(not_found)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
@@ -254,7 +268,10 @@ pub async fn run(
 ) -> std::io::Result<()> {
     let app = router(daemon, policy);
     info!("API listening");
-    axum::serve(listener, app.into_make_service_with_connect_info::<PeerCred>())
-        .with_graceful_shutdown(shutdown)
-        .await
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<PeerCred>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
 }

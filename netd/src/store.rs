@@ -33,8 +33,8 @@ pub enum StoreError {
         op: &'static str,
         /// Database file.
         path: PathBuf,
-        /// Cause.
-        source: redb::Error,
+        /// Cause (boxed: redb's error is large and this path is cold).
+        source: Box<redb::Error>,
     },
     /// The state directory could not be prepared.
     #[error("preparing state directory {}: {source}", path.display())]
@@ -81,7 +81,7 @@ pub enum StoreError {
         /// Network.
         network: String,
         /// Cause.
-        source: IpamError,
+        source: Box<IpamError>,
     },
     /// A static address names no subnet of the network.
     #[error("address {ip} is not in any subnet of network {network}")]
@@ -167,42 +167,43 @@ impl Store {
         let db = Database::create(&path).map_err(|e| StoreError::Db {
             op: "opening",
             path: path.clone(),
-            source: e.into(),
+            source: Box::new(e.into()),
         })?;
         let store = Store {
             db: Arc::new(db),
             path,
         };
-        store.write("initialising", |tx| {
-            let mut meta = tx.open_table(META)?;
-            let found = meta.get("schema_version")?.map(|v| v.value().to_string());
-            match found {
-                Some(v) if v.parse::<u32>().map_or(true, |n| n > SCHEMA_VERSION) => {
-                    return Ok(Err(StoreError::NewerSchema {
-                        path: PathBuf::new(),
-                        found: v,
-                    }));
+        store
+            .write("initialising", |tx| {
+                let mut meta = tx.open_table(META)?;
+                let found = meta.get("schema_version")?.map(|v| v.value().to_string());
+                match found {
+                    Some(v) if v.parse::<u32>().map_or(true, |n| n > SCHEMA_VERSION) => {
+                        return Ok(Err(StoreError::NewerSchema {
+                            path: PathBuf::new(),
+                            found: v,
+                        }));
+                    }
+                    Some(_) => {}
+                    None => {
+                        meta.insert("schema_version", SCHEMA_VERSION.to_string().as_str())?;
+                    }
                 }
-                Some(_) => {}
-                None => {
-                    meta.insert("schema_version", SCHEMA_VERSION.to_string().as_str())?;
-                }
-            }
-            drop(meta);
-            // Create every table so readers never meet a missing one.
-            tx.open_table(NETWORKS)?;
-            tx.open_table(ENDPOINTS)?;
-            tx.open_table(LEASES)?;
-            tx.open_table(CURSORS)?;
-            Ok(Ok(()))
-        })
-        .map_err(|e| match e {
-            StoreError::NewerSchema { found, .. } => StoreError::NewerSchema {
-                path: store.path.clone(),
-                found,
-            },
-            e => e,
-        })?;
+                drop(meta);
+                // Create every table so readers never meet a missing one.
+                tx.open_table(NETWORKS)?;
+                tx.open_table(ENDPOINTS)?;
+                tx.open_table(LEASES)?;
+                tx.open_table(CURSORS)?;
+                Ok(Ok(()))
+            })
+            .map_err(|e| match e {
+                StoreError::NewerSchema { found, .. } => StoreError::NewerSchema {
+                    path: store.path.clone(),
+                    found,
+                },
+                e => e,
+            })?;
         Ok(store)
     }
 
@@ -215,7 +216,7 @@ impl Store {
         StoreError::Db {
             op,
             path: self.path.clone(),
-            source: e.into(),
+            source: Box::new(e.into()),
         }
     }
 
@@ -255,7 +256,8 @@ impl Store {
         let eps = tx.open_table(ENDPOINTS).map_err(|e| self.db_err(op, e))?;
         for row in eps.iter().map_err(|e| self.db_err(op, e))? {
             let (k, v) = row.map_err(|e| self.db_err(op, e))?;
-            snap.endpoints.push(decode("endpoint", k.value(), v.value())?);
+            snap.endpoints
+                .push(decode("endpoint", k.value(), v.value())?);
         }
         Ok(snap)
     }
@@ -355,7 +357,7 @@ impl Store {
                         Err(source) => {
                             return Ok(Err(StoreError::Ipam {
                                 network: network.to_string(),
-                                source,
+                                source: Box::new(source),
                             }))
                         }
                     },
@@ -372,7 +374,7 @@ impl Store {
                             Err(source) => {
                                 return Ok(Err(StoreError::Ipam {
                                     network: network.to_string(),
-                                    source,
+                                    source: Box::new(source),
                                 }))
                             }
                         }
@@ -527,6 +529,7 @@ mod tests {
             [],
         )
         .unwrap();
+        let pools = std::slice::from_ref(&pool);
         {
             let s = Store::open(dir.path()).unwrap();
             s.insert_network(&net("a")).unwrap();
@@ -535,11 +538,11 @@ mod tests {
                 Err(StoreError::NetworkExists(_))
             ));
             let e1 = s
-                .attach("a", "c1", "eth0", &[pool.clone()], &[], |ips| rec("a", "c1", ips))
+                .attach("a", "c1", "eth0", pools, &[], |ips| rec("a", "c1", ips))
                 .unwrap();
             assert_eq!(e1.endpoint.ips[0].addr().to_string(), "10.1.0.2");
             assert!(matches!(
-                s.attach("a", "c1", "eth0", &[pool.clone()], &[], |ips| rec("a", "c1", ips)),
+                s.attach("a", "c1", "eth0", pools, &[], |ips| rec("a", "c1", ips)),
                 Err(StoreError::EndpointExists { .. })
             ));
             s.detach(&e1.key()).unwrap().unwrap();
@@ -548,17 +551,17 @@ mod tests {
         // Reopen: the cursor survived, so the freed .2 is not handed out again at once.
         let s = Store::open(dir.path()).unwrap();
         let e2 = s
-            .attach("a", "c2", "eth0", &[pool.clone()], &[], |ips| rec("a", "c2", ips))
+            .attach("a", "c2", "eth0", pools, &[], |ips| rec("a", "c2", ips))
             .unwrap();
         assert_eq!(e2.endpoint.ips[0].addr().to_string(), "10.1.0.3");
         // Fill the /29: .2 .4 .5 .6 remain, then exhaustion.
         for i in 0..4 {
             let cid = format!("f{i}");
-            s.attach("a", &cid, "eth0", &[pool.clone()], &[], |ips| rec("a", &cid, ips))
+            s.attach("a", &cid, "eth0", pools, &[], |ips| rec("a", &cid, ips))
                 .unwrap();
         }
         let err = s
-            .attach("a", "z", "eth0", &[pool.clone()], &[], |ips| rec("a", "z", ips))
+            .attach("a", "z", "eth0", pools, &[], |ips| rec("a", "z", ips))
             .unwrap_err();
         assert!(err.to_string().contains("no free address"), "{err}");
         assert_eq!(s.leases("a").unwrap().len(), 5);
@@ -571,18 +574,30 @@ mod tests {
     fn static_address_conflicts_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(dir.path()).unwrap();
-        let pool = Pool::new("10.2.0.0/24".parse().unwrap(), None, Some("10.2.0.1".parse().unwrap()), []).unwrap();
+        let pool = Pool::new(
+            "10.2.0.0/24".parse().unwrap(),
+            None,
+            Some("10.2.0.1".parse().unwrap()),
+            [],
+        )
+        .unwrap();
+        let pools = std::slice::from_ref(&pool);
         let ip: IpAddr = "10.2.0.50".parse().unwrap();
-        s.attach("b", "c1", "eth0", &[pool.clone()], &[ip], |ips| rec("b", "c1", ips))
+        s.attach("b", "c1", "eth0", pools, &[ip], |ips| rec("b", "c1", ips))
             .unwrap();
         let err = s
-            .attach("b", "c2", "eth0", &[pool.clone()], &[ip], |ips| rec("b", "c2", ips))
+            .attach("b", "c2", "eth0", pools, &[ip], |ips| rec("b", "c2", ips))
             .unwrap_err();
         assert!(err.to_string().contains("in use"), "{err}");
         let err = s
-            .attach("b", "c3", "eth0", &[pool], &["10.3.0.5".parse().unwrap()], |ips| {
-                rec("b", "c3", ips)
-            })
+            .attach(
+                "b",
+                "c3",
+                "eth0",
+                &[pool],
+                &["10.3.0.5".parse().unwrap()],
+                |ips| rec("b", "c3", ips),
+            )
             .unwrap_err();
         assert!(matches!(err, StoreError::NoSubnetFor { .. }));
         assert_eq!(s.leases("b").unwrap().len(), 1);

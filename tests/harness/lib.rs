@@ -18,7 +18,13 @@ pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
     let dir = exe
         .parent()
-        .and_then(|d| if d.ends_with("deps") { d.parent() } else { Some(d) })
+        .and_then(|d| {
+            if d.ends_with("deps") {
+                d.parent()
+            } else {
+                Some(d)
+            }
+        })
         .expect("target dir");
     let p = dir.join(name);
     assert!(
@@ -139,7 +145,9 @@ impl Netns {
                 l["addr_info"].as_array().map(|a| {
                     a.iter()
                         .filter(|x| x["scope"] != "link")
-                        .map(|x| format!("{}/{}", x["local"].as_str().unwrap_or(""), x["prefixlen"]))
+                        .map(|x| {
+                            format!("{}/{}", x["local"].as_str().unwrap_or(""), x["prefixlen"])
+                        })
                         .collect()
                 })
             })
@@ -301,7 +309,9 @@ impl Host {
 
     /// Interfaces whose controller is `bridge`, in the host namespace.
     pub fn bridge_ports(&self, bridge: &str) -> Vec<String> {
-        let out = self.ns.exec(&["ip", "-j", "link", "show", "master", bridge]);
+        let out = self
+            .ns
+            .exec(&["ip", "-j", "link", "show", "master", bridge]);
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
         v.as_array()
             .map(|a| {

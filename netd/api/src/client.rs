@@ -190,14 +190,13 @@ impl Client {
         let body = body.map(|b| serde_json::to_vec(b).expect("API types serialize"));
         let (status, bytes) = self.raw(method, path, body).await?;
         if !(200..300).contains(&status) {
-            let body: ErrorBody =
-                serde_json::from_slice(&bytes).unwrap_or_else(|_| ErrorBody {
-                    code: ErrorCode::Internal,
-                    message: format!(
-                        "netd answered HTTP {status}: {}",
-                        String::from_utf8_lossy(&bytes)
-                    ),
-                });
+            let body: ErrorBody = serde_json::from_slice(&bytes).unwrap_or_else(|_| ErrorBody {
+                code: ErrorCode::Internal,
+                message: format!(
+                    "netd answered HTTP {status}: {}",
+                    String::from_utf8_lossy(&bytes)
+                ),
+            });
             return Err(ClientError::Api { status, body });
         }
         serde_json::from_slice(&bytes).map_err(|e| ClientError::Protocol {
@@ -223,8 +222,12 @@ impl Client {
 
     /// `GET /v1/networks/{name}`.
     pub async fn inspect_network(&self, name: &str) -> Result<NetworkInspect, ClientError> {
-        self.call(Method::GET, &format!("/v1/networks/{}", seg(name)), None::<&()>)
-            .await
+        self.call(
+            Method::GET,
+            &format!("/v1/networks/{}", seg(name)),
+            None::<&()>,
+        )
+        .await
     }
 
     /// `DELETE /v1/networks/{name}[?force=true]`.

@@ -430,7 +430,11 @@ impl std::str::FromStr for PortMapping {
             match parts.len() {
                 2 => (None, spec),
                 3 => (
-                    Some(parts[0].parse::<IpAddr>().map_err(|_| bad("bad host address"))?),
+                    Some(
+                        parts[0]
+                            .parse::<IpAddr>()
+                            .map_err(|_| bad("bad host address"))?,
+                    ),
                     spec.split_once(':').map(|x| x.1).unwrap_or_default(),
                 ),
                 _ => return Err(bad("expected [hostIP:]hostPort:containerPort[/proto]")),
@@ -444,8 +448,12 @@ impl std::str::FromStr for PortMapping {
                 Some((a, b)) => (a, b),
                 None => (r, r),
             };
-            let a: u16 = a.parse().map_err(|_| bad(&format!("{r:?} is not a port or range")))?;
-            let b: u16 = b.parse().map_err(|_| bad(&format!("{r:?} is not a port or range")))?;
+            let a: u16 = a
+                .parse()
+                .map_err(|_| bad(&format!("{r:?} is not a port or range")))?;
+            let b: u16 = b
+                .parse()
+                .map_err(|_| bad(&format!("{r:?} is not a port or range")))?;
             if a == 0 || b < a {
                 return Err(bad(&format!("{r:?} is not a valid port range")));
             }
@@ -473,20 +481,45 @@ mod tests {
     #[test]
     fn port_mappings_parse() {
         let p: PortMapping = "8080:80".parse().unwrap();
-        assert_eq!((p.host_ip, p.host_port, p.container_port, p.count, p.protocol), (None, 8080, 80, 1, Protocol::Tcp));
+        assert_eq!(
+            (
+                p.host_ip,
+                p.host_port,
+                p.container_port,
+                p.count,
+                p.protocol
+            ),
+            (None, 8080, 80, 1, Protocol::Tcp)
+        );
         let p: PortMapping = "127.0.0.1:9000-9002:90-92/udp".parse().unwrap();
         assert_eq!(p.host_ip, Some("127.0.0.1".parse().unwrap()));
-        assert_eq!((p.host_port, p.container_port, p.count, p.protocol), (9000, 90, 3, Protocol::Udp));
+        assert_eq!(
+            (p.host_port, p.container_port, p.count, p.protocol),
+            (9000, 90, 3, Protocol::Udp)
+        );
         let p: PortMapping = "[::1]:53:53/sctp".parse().unwrap();
         assert_eq!(p.host_ip, Some("::1".parse().unwrap()));
-        for bad in ["80", "0:80", "80:0", "1-3:1-2", "x:80", "80:80/icmp", "1.2.3:80:80", "9-8:9-8", "70000:80"] {
+        for bad in [
+            "80",
+            "0:80",
+            "80:0",
+            "1-3:1-2",
+            "x:80",
+            "80:80/icmp",
+            "1.2.3:80:80",
+            "9-8:9-8",
+            "70000:80",
+        ] {
             assert!(bad.parse::<PortMapping>().is_err(), "{bad}");
         }
     }
 
     #[test]
     fn error_codes_round_trip() {
-        let b = ErrorBody { code: ErrorCode::PoolExhausted, message: "m".into() };
+        let b = ErrorBody {
+            code: ErrorCode::PoolExhausted,
+            message: "m".into(),
+        };
         let s = serde_json::to_string(&b).unwrap();
         assert_eq!(s, r#"{"code":"pool_exhausted","message":"m"}"#);
         assert_eq!(ErrorCode::PoolExhausted.to_string(), "pool_exhausted");

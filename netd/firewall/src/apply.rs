@@ -116,7 +116,12 @@ impl NlSocket {
     pub(crate) fn open_group(group: u32) -> io::Result<Self> {
         let sock = mnl::Socket::new(mnl::Bus::Netfilter)?;
         let fd = sock.as_raw_fd();
-        setsockopt_int(fd, libc::SOL_NETLINK, libc::NETLINK_ADD_MEMBERSHIP, group as i32)?;
+        setsockopt_int(
+            fd,
+            libc::SOL_NETLINK,
+            libc::NETLINK_ADD_MEMBERSHIP,
+            group as i32,
+        )?;
         if setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, 8 << 20).is_err() {
             let _ = setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, 8 << 20);
         }
@@ -172,7 +177,10 @@ impl NlSocket {
                 if errors.is_empty() {
                     return Err(io::Error::new(
                         io::ErrorKind::TimedOut,
-                        format!("no acknowledgement for {} netlink message(s)", pending.len()),
+                        format!(
+                            "no acknowledgement for {} netlink message(s)",
+                            pending.len()
+                        ),
                     ));
                 }
                 break;

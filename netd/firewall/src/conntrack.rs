@@ -100,7 +100,10 @@ pub(crate) fn flush_udp(sock: &NlSocket, targets: &[UdpTarget]) -> io::Result<us
     let mut buf = AlignedBuf::new(256 * 1024);
     'dump: loop {
         if !poll_readable(sock.fd(), 10_000)? {
-            return Err(io::Error::new(io::ErrorKind::TimedOut, "conntrack dump stalled"));
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "conntrack dump stalled",
+            ));
         }
         let n = sock.recv(&mut buf)?;
         for msg in mnl::NlMessages::new(&buf.as_mut()[..n]) {
@@ -160,7 +163,10 @@ pub(crate) fn flush_udp(sock: &NlSocket, targets: &[UdpTarget]) -> io::Result<us
         sock.send(&nlmsg(ty_del, flags, seq, *family, &parts))?;
         loop {
             if !poll_readable(sock.fd(), 10_000)? {
-                return Err(io::Error::new(io::ErrorKind::TimedOut, "conntrack delete stalled"));
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "conntrack delete stalled",
+                ));
             }
             let n = sock.recv(&mut buf)?;
             let mut done = false;

@@ -333,7 +333,10 @@ impl Firewall {
             return;
         }
         match conntrack::flush_udp(&inner.ct, targets) {
-            Ok(n) => debug!(deleted = n, "flushed UDP conntrack entries of published ports"),
+            Ok(n) => debug!(
+                deleted = n,
+                "flushed UDP conntrack entries of published ports"
+            ),
             // Not fatal: the rules are in place; only long-lived UDP flows keep a stale path.
             Err(e) => warn!(cause = %e, "flushing UDP conntrack entries failed"),
         }
@@ -376,9 +379,11 @@ fn explode(ops: &[Op]) -> Vec<Op> {
     let mut out = Vec::new();
     for op in ops {
         match op {
-            Op::DelElements(t, s, elems) => {
-                out.extend(elems.iter().map(|e| Op::DelElements(t.clone(), s, vec![e.clone()])))
-            }
+            Op::DelElements(t, s, elems) => out.extend(
+                elems
+                    .iter()
+                    .map(|e| Op::DelElements(t.clone(), s, vec![e.clone()])),
+            ),
             other => out.push(other.clone()),
         }
     }

@@ -66,7 +66,7 @@ pub enum KeyType {
 
 impl KeyType {
     /// Length in bytes of a value of this type.
-    pub fn len(self) -> u32 {
+    pub fn byte_len(self) -> u32 {
         match self {
             KeyType::Ifname | KeyType::Ipv6 => 16,
             KeyType::Ipv4 => 4,
@@ -187,7 +187,7 @@ pub enum Field {
 
 impl Field {
     /// Number of bytes loaded.
-    pub fn len(self) -> u32 {
+    pub fn byte_len(self) -> u32 {
         match self {
             Field::IifName | Field::OifName => 16,
             Field::L4Proto => 1,
@@ -377,10 +377,18 @@ impl Op {
             Op::DelChain(id, c) => format!("deleting chain {c} in table {}", t(id)),
             Op::AddRule(id, c, _) => format!("adding a rule to chain {c} in table {}", t(id)),
             Op::AddElements(id, s, e) => {
-                format!("adding {} element(s) to set {s} in table {}", e.len(), t(id))
+                format!(
+                    "adding {} element(s) to set {s} in table {}",
+                    e.len(),
+                    t(id)
+                )
             }
             Op::DelElements(id, s, e) => {
-                format!("deleting {} element(s) from set {s} in table {}", e.len(), t(id))
+                format!(
+                    "deleting {} element(s) from set {s} in table {}",
+                    e.len(),
+                    t(id)
+                )
             }
         }
     }
@@ -464,10 +472,26 @@ fn inet_sets() -> Vec<SetSpec> {
         data: SetData::Verdict,
     };
     vec![
-        map(PUB4_ANY, vec![InetProto, InetService], vec![Ipv4, InetService]),
-        map(PUB4_IP, vec![Ipv4, InetProto, InetService], vec![Ipv4, InetService]),
-        map(PUB6_ANY, vec![InetProto, InetService], vec![Ipv6, InetService]),
-        map(PUB6_IP, vec![Ipv6, InetProto, InetService], vec![Ipv6, InetService]),
+        map(
+            PUB4_ANY,
+            vec![InetProto, InetService],
+            vec![Ipv4, InetService],
+        ),
+        map(
+            PUB4_IP,
+            vec![Ipv4, InetProto, InetService],
+            vec![Ipv4, InetService],
+        ),
+        map(
+            PUB6_ANY,
+            vec![InetProto, InetService],
+            vec![Ipv6, InetService],
+        ),
+        map(
+            PUB6_IP,
+            vec![Ipv6, InetProto, InetService],
+            vec![Ipv6, InetService],
+        ),
         vmap(FROM_NET),
         vmap(TO_NET),
         vmap(IN_NET),
@@ -513,16 +537,30 @@ fn regular(name: String, rules: Vec<RuleSpec>) -> ChainSpec {
 /// Static chains of the inet table (everything but `postrouting` rules and per-network chains).
 fn inet_static_chains() -> Vec<ChainSpec> {
     use Field::*;
-    let to_published = || vec![rule(vec![Match::FibDaddrLocal], Action::Jump("published".into()))];
+    let to_published = || {
+        vec![rule(
+            vec![Match::FibDaddrLocal],
+            Action::Jump("published".into()),
+        )]
+    };
     let dnat = |family, daddr: Option<Field>, set| {
         let mut key: Vec<Field> = daddr.into_iter().collect();
         key.extend([L4Proto, ThDport]);
-        rule(vec![Match::NfProto(family)], Action::DnatMap { family, key, set })
+        rule(
+            vec![Match::NfProto(family)],
+            Action::DnatMap { family, key, set },
+        )
     };
     vec![
         // DNAT for published ports, for traffic arriving from outside or from containers
         // (hairpin) and for traffic the host itself sends (incl. 127.0.0.1:hostPort).
-        base("prerouting", Hook::Prerouting, ChainKind::Nat, -100, to_published()),
+        base(
+            "prerouting",
+            Hook::Prerouting,
+            ChainKind::Nat,
+            -100,
+            to_published(),
+        ),
         base("output", Hook::Output, ChainKind::Nat, -100, to_published()),
         regular(
             "published".into(),
@@ -540,8 +578,20 @@ fn inet_static_chains() -> Vec<ChainSpec> {
             ChainKind::Filter,
             0,
             vec![
-                rule(vec![], Action::Vmap { key: vec![IifName], set: FROM_NET }),
-                rule(vec![], Action::Vmap { key: vec![OifName], set: TO_NET }),
+                rule(
+                    vec![],
+                    Action::Vmap {
+                        key: vec![IifName],
+                        set: FROM_NET,
+                    },
+                ),
+                rule(
+                    vec![],
+                    Action::Vmap {
+                        key: vec![OifName],
+                        set: TO_NET,
+                    },
+                ),
             ],
         ),
         base(
@@ -549,7 +599,13 @@ fn inet_static_chains() -> Vec<ChainSpec> {
             Hook::Input,
             ChainKind::Filter,
             0,
-            vec![rule(vec![], Action::Vmap { key: vec![IifName], set: IN_NET })],
+            vec![rule(
+                vec![],
+                Action::Vmap {
+                    key: vec![IifName],
+                    set: IN_NET,
+                },
+            )],
         ),
     ]
 }
@@ -574,7 +630,10 @@ fn bridge_chains() -> Vec<ChainSpec> {
             "guard".into(),
             vec![
                 // the frame's source MAC must be the endpoint's own
-                rule(vec![in_set(vec![IifName, EtherSaddr], ALLOW_MAC, true)], Action::Drop),
+                rule(
+                    vec![in_set(vec![IifName, EtherSaddr], ALLOW_MAC, true)],
+                    Action::Drop,
+                ),
                 rule(
                     vec![
                         Match::EtherType(ETH_P_ARP),
@@ -624,7 +683,10 @@ fn bridge_chains() -> Vec<ChainSpec> {
             -200,
             // icc=false: frames from such a port are never bridged to another port (traffic to
             // the gateway is not forwarded but delivered locally, so it still passes)
-            vec![rule(vec![in_set(vec![IifName], NO_ICC, false)], Action::Drop)],
+            vec![rule(
+                vec![in_set(vec![IifName], NO_ICC, false)],
+                Action::Drop,
+            )],
         ),
     ]
 }
@@ -648,7 +710,10 @@ pub fn postrouting_rules(nets: &[NetworkSpec]) -> Vec<RuleSpec> {
             // Hairpin: a container reached its own or a sibling's published port through a
             // host address; without SNAT the reply would bypass the host and be dropped.
             let mut hairpin = src();
-            hairpin.extend([Match::OifName(net.bridge.clone(), false), Match::CtStatusDnat]);
+            hairpin.extend([
+                Match::OifName(net.bridge.clone(), false),
+                Match::CtStatusDnat,
+            ]);
             rules.push(rule(hairpin, Action::Masquerade));
             let action = match net.snat {
                 Some(ip) if IpFamily::of(&ip) == fam => Some(Action::Snat(ip)),
@@ -693,7 +758,10 @@ pub fn network_chain_specs(net: &NetworkSpec) -> Vec<ChainSpec> {
         to_rules.push(rule(vec![], Action::Drop));
     } else {
         to_rules.extend([
-            rule(vec![Match::CtState(CT_ESTABLISHED | CT_RELATED)], Action::Accept),
+            rule(
+                vec![Match::CtState(CT_ESTABLISHED | CT_RELATED)],
+                Action::Accept,
+            ),
             // published ports (DNAT happened in prerouting)
             rule(vec![Match::CtStatusDnat], Action::Accept),
             // isolation: nothing else enters the network (other networks, routed outsiders)
@@ -722,7 +790,10 @@ pub fn network_chain_specs(net: &NetworkSpec) -> Vec<ChainSpec> {
         // The host is outside the bridge too: only DNS, replies and ICMP (neighbour
         // discovery needs ICMPv6).
         in_rules.extend([
-            rule(vec![Match::CtState(CT_ESTABLISHED | CT_RELATED)], Action::Accept),
+            rule(
+                vec![Match::CtState(CT_ESTABLISHED | CT_RELATED)],
+                Action::Accept,
+            ),
             rule(vec![Match::L4Proto(IPPROTO_ICMP)], Action::Accept),
             rule(vec![Match::L4Proto(IPPROTO_ICMPV6)], Action::Accept),
             rule(vec![], Action::Drop),
@@ -923,7 +994,10 @@ pub fn validate_network(net: &NetworkSpec) -> Result<(), FirewallError> {
         return Err(bad("name must be 1-200 bytes without NUL".into()));
     }
     if net.bridge.is_empty() || net.bridge.len() > 15 || net.bridge.contains('\0') {
-        return Err(bad(format!("bridge name {:?} must be 1-15 bytes", net.bridge)));
+        return Err(bad(format!(
+            "bridge name {:?} must be 1-15 bytes",
+            net.bridge
+        )));
     }
     for gw in &net.gateways {
         if !net.subnets.iter().any(|s| s.contains(gw)) {
@@ -964,7 +1038,13 @@ pub fn sync_ops(
     for s in bridge_sets() {
         ops.push(Op::AddSet(bridge.clone(), s));
     }
-    let mut post = base("postrouting", Hook::Postrouting, ChainKind::Nat, 100, vec![]);
+    let mut post = base(
+        "postrouting",
+        Hook::Postrouting,
+        ChainKind::Nat,
+        100,
+        vec![],
+    );
     post.rules = postrouting_rules(nets);
     let mut chains: Vec<(TableId, ChainSpec)> = inet_static_chains()
         .into_iter()
@@ -998,7 +1078,12 @@ pub fn sync_ops(
         validate_endpoint(ep)?;
         crate::spec::check_port_conflicts(&eps[..i], ep)?;
         let net = find_net(nets, &ep.network)?;
-        ops.extend(element_ops(&inet, &bridge, endpoint_elements(net, ep)?, true));
+        ops.extend(element_ops(
+            &inet,
+            &bridge,
+            endpoint_elements(net, ep)?,
+            true,
+        ));
     }
     Ok(ops)
 }
@@ -1041,7 +1126,12 @@ pub fn remove_network_batch(
     let (inet, bridge) = table_ids(table);
     let mut ops = Vec::new();
     for ep in eps {
-        ops.extend(element_ops(&inet, &bridge, endpoint_elements(net, ep)?, false));
+        ops.extend(element_ops(
+            &inet,
+            &bridge,
+            endpoint_elements(net, ep)?,
+            false,
+        ));
     }
     ops.extend(remove_network_ops(&inet, net));
     let rest: Vec<NetworkSpec> = installed
@@ -1063,7 +1153,12 @@ pub fn endpoint_batch(
 ) -> Result<Vec<Op>, FirewallError> {
     validate_endpoint(ep)?;
     let (inet, bridge) = table_ids(table);
-    Ok(element_ops(&inet, &bridge, endpoint_elements(net, ep)?, add))
+    Ok(element_ops(
+        &inet,
+        &bridge,
+        endpoint_elements(net, ep)?,
+        add,
+    ))
 }
 
 #[cfg(test)]
@@ -1114,9 +1209,10 @@ mod tests {
         assert_eq!(egress.len(), 1);
         assert_eq!(egress[0].action, Action::Masquerade);
         assert!(egress[0].matches.contains(&Match::Saddr(a.subnets[0])));
-        assert!(rules
+        assert!(rules.iter().all(|r| !r
+            .matches
             .iter()
-            .all(|r| !r.matches.iter().any(|m| matches!(m, Match::OifName(b, _) if b == "br-b"))));
+            .any(|m| matches!(m, Match::OifName(b, _) if b == "br-b"))));
         a.masquerade = false;
         assert!(!postrouting_rules(&[a.clone()])
             .iter()
@@ -1133,7 +1229,10 @@ mod tests {
         a.internal = true;
         let chains = network_chain_specs(&a);
         let from = &chains[0];
-        assert_eq!(from.rules[0], rule(vec![Match::OifName("br-a".into(), false)], Action::Accept));
+        assert_eq!(
+            from.rules[0],
+            rule(vec![Match::OifName("br-a".into(), false)], Action::Accept)
+        );
         assert_eq!(from.rules.last().unwrap(), &rule(vec![], Action::Drop));
         assert_eq!(chains[1].rules, vec![rule(vec![], Action::Drop)]);
         // DNS still accepted to the gateway
@@ -1150,14 +1249,21 @@ mod tests {
         assert_eq!(v4[2].key, vec![Value::Proto(17), Value::Port(8002)]);
         assert_eq!(
             v4[2].data,
-            ElemData::Value(vec![Value::Ipv4("10.1.0.5".parse().unwrap()), Value::Port(9002)])
+            ElemData::Value(vec![
+                Value::Ipv4("10.1.0.5".parse().unwrap()),
+                Value::Port(9002)
+            ])
         );
         assert_eq!(els[&(TableFamily::Inet, PUB6_ANY)].len(), 3);
         let m: PortMapping = "127.0.0.1:80:81".parse().unwrap();
         let els = endpoint_elements(&n, &ep("x", vec![m])).unwrap();
         assert_eq!(
             els[&(TableFamily::Inet, PUB4_IP)][0].key,
-            vec![Value::Ipv4(Ipv4Addr::LOCALHOST), Value::Proto(6), Value::Port(80)]
+            vec![
+                Value::Ipv4(Ipv4Addr::LOCALHOST),
+                Value::Proto(6),
+                Value::Port(80)
+            ]
         );
         assert!(!els.contains_key(&(TableFamily::Inet, PUB6_ANY)));
     }
@@ -1169,7 +1275,10 @@ mod tests {
         let mut e = ep("x", vec![m]);
         e.ips.retain(|ip| ip.is_ipv4());
         let err = endpoint_elements(&n, &e).unwrap_err().to_string();
-        assert!(err.contains("x") && err.contains("[::1]:80:80/tcp"), "{err}");
+        assert!(
+            err.contains("x") && err.contains("[::1]:80:80/tcp"),
+            "{err}"
+        );
         n.internal = true;
         let err = endpoint_elements(&n, &ep("x", vec!["1:1".parse().unwrap()])).unwrap_err();
         assert!(err.to_string().contains("internal"), "{err}");
@@ -1196,10 +1305,15 @@ mod tests {
     #[test]
     fn icc_off_adds_the_endpoint_port_to_no_icc() {
         let mut a = net("a", 1);
-        assert!(!endpoint_elements(&a, &ep("x", vec![])).unwrap().contains_key(&(TableFamily::Bridge, NO_ICC)));
+        assert!(!endpoint_elements(&a, &ep("x", vec![]))
+            .unwrap()
+            .contains_key(&(TableFamily::Bridge, NO_ICC)));
         a.icc = false;
         let els = endpoint_elements(&a, &ep("x", vec![])).unwrap();
-        assert_eq!(els[&(TableFamily::Bridge, NO_ICC)][0].key, vec![Value::Ifname("vethx".into())]);
+        assert_eq!(
+            els[&(TableFamily::Bridge, NO_ICC)][0].key,
+            vec![Value::Ifname("vethx".into())]
+        );
     }
 
     #[test]
@@ -1228,8 +1342,14 @@ mod tests {
             assert!(del.contains(&Op::DelElements(t, s, e)));
         }
         // chains are deleted only after the elements referring to them
-        let first_del_chain = del.iter().position(|o| matches!(o, Op::DelChain(..))).unwrap();
-        let last_del_elem = del.iter().rposition(|o| matches!(o, Op::DelElements(..))).unwrap();
+        let first_del_chain = del
+            .iter()
+            .position(|o| matches!(o, Op::DelChain(..)))
+            .unwrap();
+        let last_del_elem = del
+            .iter()
+            .rposition(|o| matches!(o, Op::DelElements(..)))
+            .unwrap();
         assert!(last_del_elem < first_del_chain);
     }
 
@@ -1241,7 +1361,9 @@ mod tests {
         nets[2].gateways.push("fd00:2::1".parse().unwrap());
         let ops = sync_ops("netd", &nets, &[]).unwrap();
         for op in &ops {
-            let Op::AddRule(_, chain, r) = op else { continue };
+            let Op::AddRule(_, chain, r) = op else {
+                continue;
+            };
             let mut guarded = false;
             for m in &r.matches {
                 match m {

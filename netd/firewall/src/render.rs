@@ -74,8 +74,8 @@ fn round4(n: u32) -> u32 {
 /// Length of a (possibly concatenated) key: components are padded to 32-bit registers.
 pub(crate) fn key_len(types: &[KeyType]) -> u32 {
     match types {
-        [single] => single.len(),
-        many => many.iter().map(|t| round4(t.len())).sum(),
+        [single] => single.byte_len(),
+        many => many.iter().map(|t| round4(t.byte_len())).sum(),
     }
 }
 
@@ -290,7 +290,7 @@ fn load_concat(key: &[Field]) -> Vec<RawExpr> {
     key.iter()
         .map(|f| {
             let e = load(*f, reg);
-            reg += f.len().div_ceil(4);
+            reg += f.byte_len().div_ceil(4);
             e
         })
         .collect()
@@ -375,7 +375,10 @@ fn render_match(m: &Match) -> Vec<RawExpr> {
                 c"fib",
                 vec![
                     (sys::NFTNL_EXPR_FIB_FLAGS, Attr::U32(NFTA_FIB_F_DADDR)),
-                    (sys::NFTNL_EXPR_FIB_RESULT, Attr::U32(NFT_FIB_RESULT_ADDRTYPE)),
+                    (
+                        sys::NFTNL_EXPR_FIB_RESULT,
+                        Attr::U32(NFT_FIB_RESULT_ADDRTYPE),
+                    ),
                     (sys::NFTNL_EXPR_FIB_DREG, Attr::U32(NFT_REG32_00)),
                 ],
             ),
@@ -546,7 +549,11 @@ impl ElemsMsg {
                             sys::NFTNL_SET_ELEM_VERDICT as u16,
                             NFT_JUMP as u32,
                         );
-                        sys::nftnl_set_elem_set_str(e, sys::NFTNL_SET_ELEM_CHAIN as u16, c.as_ptr());
+                        sys::nftnl_set_elem_set_str(
+                            e,
+                            sys::NFTNL_SET_ELEM_CHAIN as u16,
+                            c.as_ptr(),
+                        );
                     }
                     ElemData::Value(v) => {
                         let d = encode(v);
@@ -703,7 +710,10 @@ pub(crate) fn render(ops: &[Op]) -> Rendered {
                 }
             }
         }
-        debug_assert!(msg_ops.len() > before || matches!(op, Op::AddElements(_, _, e) | Op::DelElements(_, _, e) if e.is_empty()));
+        debug_assert!(
+            msg_ops.len() > before
+                || matches!(op, Op::AddElements(_, _, e) | Op::DelElements(_, _, e) if e.is_empty())
+        );
     }
     Rendered {
         batch: batch.finalize(),

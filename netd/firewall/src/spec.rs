@@ -201,7 +201,9 @@ fn parse_range(s: &str, what: &str, input: &str) -> Result<(u16, u16), FirewallE
         Some((a, b)) => {
             let (a, b) = (port(a)?, port(b)?);
             if b < a {
-                return Err(err(format!("{what} port range {a}-{b} ends before it starts")));
+                return Err(err(format!(
+                    "{what} port range {a}-{b} ends before it starts"
+                )));
             }
             Ok((a, b - a + 1))
         }
@@ -219,9 +221,12 @@ impl FromStr for PortMapping {
             reason: reason.into(),
         };
         let (spec, protocol) = match input.rsplit_once('/') {
-            Some((spec, proto)) => (spec, proto.parse::<Protocol>().map_err(|_| {
-                err("protocol must be tcp, udp or sctp")
-            })?),
+            Some((spec, proto)) => (
+                spec,
+                proto
+                    .parse::<Protocol>()
+                    .map_err(|_| err("protocol must be tcp, udp or sctp"))?,
+            ),
             None => (input, Protocol::Tcp),
         };
         let (host_ip, rest) = if let Some(stripped) = spec.strip_prefix('[') {
@@ -250,7 +255,9 @@ impl FromStr for PortMapping {
             .split_once(':')
             .ok_or_else(|| err("expected hostPort:containerPort"))?;
         if host.is_empty() {
-            return Err(err("host port is missing (netd does not pick random host ports)"));
+            return Err(err(
+                "host port is missing (netd does not pick random host ports)",
+            ));
         }
         let (host_port, host_len) = parse_range(host, "host", input)?;
         let (container_port, container_len) = parse_range(container, "container", input)?;
@@ -388,7 +395,11 @@ mod tests {
             1u16..=65535,
             1u16..=65535,
             1u16..=64,
-            prop_oneof![Just(Protocol::Tcp), Just(Protocol::Udp), Just(Protocol::Sctp)],
+            prop_oneof![
+                Just(Protocol::Tcp),
+                Just(Protocol::Udp),
+                Just(Protocol::Sctp)
+            ],
         )
             .prop_filter_map("range fits", |(host_ip, h, c, n, protocol)| {
                 let m = PortMapping {

@@ -70,9 +70,22 @@ impl Drop for DriftWatch {
 
 fn msg_name(ty: u16) -> String {
     const NAMES: [&str; 16] = [
-        "NEWTABLE", "GETTABLE", "DELTABLE", "NEWCHAIN", "GETCHAIN", "DELCHAIN", "NEWRULE",
-        "GETRULE", "DELRULE", "NEWSET", "GETSET", "DELSET", "NEWSETELEM", "GETSETELEM",
-        "DELSETELEM", "NEWGEN",
+        "NEWTABLE",
+        "GETTABLE",
+        "DELTABLE",
+        "NEWCHAIN",
+        "GETCHAIN",
+        "DELCHAIN",
+        "NEWRULE",
+        "GETRULE",
+        "DELRULE",
+        "NEWSET",
+        "GETSET",
+        "DELSET",
+        "NEWSETELEM",
+        "GETSETELEM",
+        "DELSETELEM",
+        "NEWGEN",
     ];
     NAMES
         .get(usize::from(ty))

@@ -37,7 +37,10 @@ fn tables_have_the_documented_layout() {
         "nw-web-to",
         "nw-web-in",
     ] {
-        assert!(chains.contains(&c.to_string()), "chain {c} missing: {chains:?}");
+        assert!(
+            chains.contains(&c.to_string()),
+            "chain {c} missing: {chains:?}"
+        );
     }
     let sets = element_counts(&inet);
     assert_eq!(sets["from_net"], 1);
@@ -49,7 +52,13 @@ fn tables_have_the_documented_layout() {
     let v: serde_json::Value = serde_json::from_str(&all).unwrap();
     let tables: Vec<_> = nft_objects(&v)
         .into_iter()
-        .map(|(_, t)| format!("{} {}", t["family"].as_str().unwrap(), t["name"].as_str().unwrap()))
+        .map(|(_, t)| {
+            format!(
+                "{} {}",
+                t["family"].as_str().unwrap(),
+                t["name"].as_str().unwrap()
+            )
+        })
         .collect();
     assert_eq!(tables, vec!["inet netd", "bridge netd"]);
 }
@@ -80,7 +89,8 @@ fn masquerade_off_and_snat() {
     // unmasqueraded: the outside has no route back to 10.12.0.0/24
     assert!(tcp_ask(&lab.containers[c], internet(7000), None).is_err());
     // SNAT to a second host address on the uplink
-    lab.host.ip(&["addr", "add", "198.51.100.3/24", "dev", "up0"]);
+    lab.host
+        .ip(&["addr", "add", "198.51.100.3/24", "dev", "up0"]);
     net.snat = Some(ip("198.51.100.3"));
     lab.fw.add_network(&net).unwrap();
     let seen = tcp_ask(&lab.containers[c], internet(7000), None).unwrap();
@@ -115,7 +125,10 @@ fn internal_network_reaches_nothing_outside_its_bridge() {
         ports: vec!["8080:80".parse().unwrap()],
     };
     let err = lab.fw.add_endpoint(&ec).unwrap_err();
-    assert!(matches!(err, FirewallError::PublishOnInternal { .. }), "{err}");
+    assert!(
+        matches!(err, FirewallError::PublishOnInternal { .. }),
+        "{err}"
+    );
 }
 
 #[test]
@@ -144,7 +157,9 @@ fn networks_are_isolated_and_icc_off_blocks_siblings() {
     // ... but reaches the gateway (DNS port accepted) and the outside
     let _dns = PeerEcho::start(&lab.host, ip("10.15.0.1"), 53, 1);
     assert_eq!(
-        udp_ask(&lab.containers[b2], sa("10.15.0.1:53"), 0).unwrap().ip(),
+        udp_ask(&lab.containers[b2], sa("10.15.0.1:53"), 0)
+            .unwrap()
+            .ip(),
         ip("10.15.0.3")
     );
     let _srv = PeerEcho::start(&lab.outside, ip(INTERNET), 7000, 1);
@@ -157,7 +172,23 @@ fn networks_are_isolated_and_icc_off_blocks_siblings() {
 
 #[test]
 fn published_ports_tcp_udp_range_hairpin_and_localhost() {
+    published_ports(true);
+}
+
+#[test]
+fn published_ports_without_br_netfilter() {
+    published_ports(false);
+}
+
+/// `br_netfilter`: whether bridged IP traffic also traverses the inet hooks
+/// (`net.bridge.bridge-nf-call-iptables`); netd must work either way.
+fn published_ports(br_netfilter: bool) {
     let mut lab = Lab::new();
+    let v = if br_netfilter { "1" } else { "0" };
+    for key in ["bridge-nf-call-iptables", "bridge-nf-call-ip6tables"] {
+        lab.host
+            .exec(&["sysctl", "-qw", &format!("net.bridge.{key}={v}")]);
+    }
     let net = network("web", 16);
     lab.bridge(&net);
     let (a, ea) = lab.container(
@@ -186,13 +217,43 @@ fn published_ports_tcp_udp_range_hairpin_and_localhost() {
     // unpublished port: nothing
     assert!(tcp_ask(&lab.outside, host(8081), None).is_err());
     // the container itself is not reachable directly from the outside
-    lab.outside.ip(&["route", "add", "10.16.0.0/24", "via", HOST_UP]);
+    lab.outside
+        .ip(&["route", "add", "10.16.0.0/24", "via", HOST_UP]);
     assert!(tcp_ask(&lab.outside, sa("10.16.0.2:80"), None).is_err());
     // hairpin: the container and its sibling reach the published port via host addresses
-    for (c, via) in [(a, HOST_UP), (b, HOST_UP), (b, "10.16.0.1")] {
-        let seen = tcp_ask(&lab.containers[c], format!("{via}:8080").parse().unwrap(), None)
-            .unwrap_or_else(|e| panic!("hairpin from {c} via {via}: {e}"));
-        assert_eq!(seen.ip(), ip("10.16.0.1"), "hairpin is masqueraded to the gateway");
+    // A container reaching its OWN published port: with br_netfilter active
+    // (bridge-nf-call-iptables=1, the default once loaded) the kernel bridges the DNATed
+    // frame back out of the port it came in on, which a bridge only does in hairpin mode.
+    // The daemon sets it on every host veth (as Docker does without the userland proxy).
+    // Without br_netfilter the frame is routed out of the bridge device and needs nothing.
+    if br_netfilter {
+        lab.host.ip(&[
+            "link",
+            "set",
+            "vh-a",
+            "type",
+            "bridge_slave",
+            "hairpin",
+            "on",
+        ]);
+    }
+    for (c, via) in [
+        (a, HOST_UP),
+        (a, "10.16.0.1"),
+        (b, HOST_UP),
+        (b, "10.16.0.1"),
+    ] {
+        let seen = tcp_ask(
+            &lab.containers[c],
+            format!("{via}:8080").parse().unwrap(),
+            None,
+        )
+        .unwrap_or_else(|e| panic!("hairpin from {c} via {via}: {e}"));
+        assert_eq!(
+            seen.ip(),
+            ip("10.16.0.1"),
+            "hairpin is masqueraded to the gateway"
+        );
     }
     // host -> 127.0.0.1:hostPort and host -> own address
     let seen = tcp_ask(&lab.host, sa("127.0.0.1:8080"), None).unwrap();
@@ -213,7 +274,8 @@ fn specific_host_ip_publishes_only_there() {
     let mut lab = Lab::new();
     let net = network("web", 17);
     lab.bridge(&net);
-    lab.host.ip(&["addr", "add", "198.51.100.3/24", "dev", "up0"]);
+    lab.host
+        .ip(&["addr", "add", "198.51.100.3/24", "dev", "up0"]);
     let (a, ea) = lab.container(&net, "a", ip("10.17.0.2"), MAC_A, &["198.51.100.3:8080:80"]);
     lab.fw.sync(&[net], &[ea]).unwrap();
     let _s = PeerEcho::start(&lab.containers[a], ip("10.17.0.2"), 80, 1);
@@ -229,26 +291,60 @@ fn spoofed_source_ip_or_mac_is_dropped() {
     let (a, ea) = lab.container(&net, "a", ip("10.18.0.2"), MAC_A, &[]);
     let (b, eb) = lab.container(&net, "b", ip("10.18.0.3"), MAC_B, &[]);
     lab.fw.sync(&[net], &[ea, eb]).unwrap();
-    let _on_b = PeerEcho::start(&lab.containers[b], ip("10.18.0.3"), 8000, 1);
-    let _srv = PeerEcho::start(&lab.outside, ip(INTERNET), 7000, 1);
+    let on_b = PeerEcho::start(&lab.containers[b], ip("10.18.0.3"), 8000, 1);
+    let on_gw = PeerEcho::start(&lab.host, ip("10.18.0.1"), 9999, 1);
+    let srv = PeerEcho::start(&lab.outside, ip(INTERNET), 7000, 1);
     let ca = &lab.containers[a];
-    // honest traffic works
-    assert!(tcp_ask(ca, sa("10.18.0.3:8000"), None).is_ok());
-    // a second address that is not the container's: to a sibling and to the outside
+    let gw = sa("10.18.0.1:9999");
+    // Spoofed datagrams are sent first, then an honest one on the same path: once the
+    // honest one arrived, the spoofed ones would have too.
+    let honest_arrives = |server: &PeerEcho, dst| {
+        let before = server.seen().len();
+        udp_send(ca, sa("10.18.0.2:0"), dst);
+        wait_for(Duration::from_secs(2), || server.seen().len() > before)
+    };
+    // an address that is nobody's
     ca.ip(&["addr", "add", "10.18.0.99/24", "dev", "eth0"]);
-    assert!(tcp_ask(ca, sa("10.18.0.3:8000"), Some(ip("10.18.0.99"))).is_err());
+    udp_send(ca, sa("10.18.0.99:4000"), gw);
+    udp_send(ca, sa("10.18.0.99:4000"), sa("10.18.0.3:8000"));
     assert!(tcp_ask(ca, internet(7000), Some(ip("10.18.0.99"))).is_err());
     ca.ip(&["addr", "del", "10.18.0.99/24", "dev", "eth0"]);
     // the sibling's address (with our own MAC)
     ca.ip(&["addr", "add", "10.18.0.3/32", "dev", "eth0"]);
-    assert!(tcp_ask(ca, internet(7000), Some(ip("10.18.0.3"))).is_err());
+    udp_send(ca, sa("10.18.0.3:4001"), gw);
     ca.ip(&["addr", "del", "10.18.0.3/32", "dev", "eth0"]);
-    assert!(tcp_ask(ca, sa("10.18.0.3:8000"), None).is_ok());
-    // another MAC: everything from the port is dropped
+    assert!(honest_arrives(&on_gw, gw));
+    assert!(honest_arrives(&on_b, sa("10.18.0.3:8000")));
+    assert!(tcp_ask(ca, internet(7000), None).is_ok());
+    let spoofed = |s: &PeerEcho| {
+        s.seen()
+            .into_iter()
+            .filter(|p| p.ip() != ip("10.18.0.2") && p.ip() != ip(HOST_UP))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        spoofed(&on_gw),
+        vec![],
+        "spoofed source reached the gateway"
+    );
+    assert_eq!(spoofed(&on_b), vec![], "spoofed source reached the sibling");
+    assert_eq!(
+        srv.seen().len(),
+        1,
+        "only the honest connection reached the outside"
+    );
+    // another MAC: everything from the port is dropped, also with the right IP
     ca.ip(&["link", "set", "eth0", "address", "02:00:00:00:00:66"]);
-    ca.ip(&["neigh", "flush", "all"]);
+    let before = on_gw.seen().len();
+    udp_send(ca, sa("10.18.0.2:4002"), gw);
     assert!(tcp_ask(ca, sa("10.18.0.3:8000"), None).is_err());
-    assert!(tcp_ask(ca, internet(7000), None).is_err());
+    ca.ip(&["link", "set", "eth0", "address", "02:00:00:00:00:0a"]);
+    assert!(honest_arrives(&on_gw, gw));
+    assert_eq!(
+        on_gw.seen().len(),
+        before + 3,
+        "only the honest datagrams after the MAC change"
+    );
 }
 
 #[test]
@@ -259,8 +355,20 @@ fn removal_leaves_no_element_or_chain_behind() {
     let b_net = network("nb", 20);
     lab.bridge(&a_net);
     lab.bridge(&b_net);
-    let (_a, ea) = lab.container(&a_net, "a", ip("10.19.0.2"), MAC_A, &["8080:80", "5000-5003:5000-5003/udp"]);
-    let (_b, eb) = lab.container(&b_net, "b", ip("10.20.0.2"), MAC_B, &["127.0.0.1:9000:90/sctp"]);
+    let (_a, ea) = lab.container(
+        &a_net,
+        "a",
+        ip("10.19.0.2"),
+        MAC_A,
+        &["8080:80", "5000-5003:5000-5003/udp"],
+    );
+    let (_b, eb) = lab.container(
+        &b_net,
+        "b",
+        ip("10.20.0.2"),
+        MAC_B,
+        &["127.0.0.1:9000:90/sctp"],
+    );
     lab.fw.sync(&[], &[]).unwrap();
     let empty_inet = lab.inet();
     let empty_bridge = lab.bridge_table();
@@ -284,8 +392,16 @@ fn removal_leaves_no_element_or_chain_behind() {
     let inet = lab.inet();
     let bridge = lab.bridge_table();
     assert_eq!(chain_names(&inet), chain_names(&empty_inet));
-    assert!(element_counts(&inet).values().all(|n| *n == 0), "{:?}", element_counts(&inet));
-    assert!(element_counts(&bridge).values().all(|n| *n == 0), "{:?}", element_counts(&bridge));
+    assert!(
+        element_counts(&inet).values().all(|n| *n == 0),
+        "{:?}",
+        element_counts(&inet)
+    );
+    assert!(
+        element_counts(&bridge).values().all(|n| *n == 0),
+        "{:?}",
+        element_counts(&bridge)
+    );
     assert_eq!(rule_count(&inet, "postrouting"), 0);
     assert_eq!(nft_objects(&inet).len(), nft_objects(&empty_inet).len());
     assert_eq!(nft_objects(&bridge).len(), nft_objects(&empty_bridge).len());
@@ -319,17 +435,35 @@ fn flushed_ruleset_is_restored_by_the_drift_watch() {
     lab.host.exec(&["nft", "flush", "ruleset"]);
     assert!(lab.host.nft_table("inet", "netd").is_none() || !lab.fw.table_exists().unwrap_or(true));
     assert!(
-        wait_for(Duration::from_secs(3), || lab.fw.table_exists().unwrap_or(false)
+        wait_for(Duration::from_secs(3), || lab
+            .fw
+            .table_exists()
+            .unwrap_or(false)
             && element_counts(&lab.inet()).get("pub4_any") == Some(&1)),
         "table restored after nft flush ruleset"
     );
     // and it works again
     let _s = PeerEcho::start(&lab.containers[a], ip("10.21.0.2"), 80, 1);
-    assert!(tcp_ask(&lab.outside, format!("{HOST_UP}:8080").parse().unwrap(), None).is_ok());
+    assert!(tcp_ask(
+        &lab.outside,
+        format!("{HOST_UP}:8080").parse().unwrap(),
+        None
+    )
+    .is_ok());
     // a foreign edit of one element is drift too
-    lab.host.exec(&["nft", "delete", "element", "inet", "netd", "pub4_any", "{ tcp . 8080 }"]);
-    assert!(wait_for(Duration::from_secs(3), || element_counts(&lab.inet())
-        .get("pub4_any")
+    lab.host.exec(&[
+        "nft",
+        "delete",
+        "element",
+        "inet",
+        "netd",
+        "pub4_any",
+        "{ tcp . 8080 }",
+    ]);
+    assert!(wait_for(Duration::from_secs(3), || element_counts(
+        &lab.inet()
+    )
+    .get("pub4_any")
         == Some(&1)));
     assert!(*syncs.lock().unwrap() >= 2);
 }
@@ -353,5 +487,8 @@ fn stale_udp_conntrack_entries_are_flushed() {
     lab.fw.add_endpoint(&eb).unwrap();
     // a no longer answers: the client gets a reply only if the flow now goes to b
     drop(_sa);
-    assert!(udp_ask(&lab.outside, dst, 40000).is_ok(), "flow re-DNATed to the new container");
+    assert!(
+        udp_ask(&lab.outside, dst, 40000).is_ok(),
+        "flow re-DNATed to the new container"
+    );
 }

@@ -259,7 +259,11 @@ fn print_inspect(n: &NetworkInspect) {
                 e.container_id.clone(),
                 names.join(","),
                 e.ifname.clone(),
-                e.ips.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(","),
+                e.ips
+                    .iter()
+                    .map(|i| i.to_string())
+                    .collect::<Vec<_>>()
+                    .join(","),
                 e.mac.clone(),
                 e.netns.clone(),
             ]);
@@ -303,8 +307,16 @@ fn run(cli: Cli) -> Result<()> {
                 let net = &n.network;
                 rows.push(vec![
                     net.name.clone(),
-                    net.subnets.iter().map(|s| s.subnet.to_string()).collect::<Vec<_>>().join(","),
-                    net.subnets.iter().map(|s| s.gateway.to_string()).collect::<Vec<_>>().join(","),
+                    net.subnets
+                        .iter()
+                        .map(|s| s.subnet.to_string())
+                        .collect::<Vec<_>>()
+                        .join(","),
+                    net.subnets
+                        .iter()
+                        .map(|s| s.gateway.to_string())
+                        .collect::<Vec<_>>()
+                        .join(","),
                     net.bridge.clone(),
                     n.endpoints.to_string(),
                 ]);
@@ -384,7 +396,11 @@ fn run(cli: Cli) -> Result<()> {
                 .endpoints
                 .iter()
                 .filter(|e| a.netns.as_ref().is_none_or(|p| &e.netns == p))
-                .filter(|e| a.container_id.as_ref().is_none_or(|id| &e.container_id == id))
+                .filter(|e| {
+                    a.container_id
+                        .as_ref()
+                        .is_none_or(|id| &e.container_id == id)
+                })
                 .filter(|e| a.name.as_ref().is_none_or(|nm| e.name.as_ref() == Some(nm)))
                 .filter(|e| a.ifname.as_ref().is_none_or(|i| &e.ifname == i))
                 .collect();

@@ -3,9 +3,7 @@
 use std::sync::Arc;
 
 use ipnet::IpNet;
-use netd_api::{
-    AttachRequest, AttachResult, AttachmentId, DnsInfo, Endpoint, GcResult, RouteInfo,
-};
+use netd_api::{AttachRequest, AttachResult, AttachmentId, DnsInfo, Endpoint, GcResult, RouteInfo};
 use tracing::{debug, info, warn};
 
 use super::network::bridge_spec;
@@ -117,7 +115,8 @@ impl Daemon {
             let store = self.store().clone();
             let st2 = st.clone();
             let req2 = req.clone();
-            let (ifname, host_veth, network) = (ifname.clone(), host_veth.clone(), network.to_string());
+            let (ifname, host_veth, network) =
+                (ifname.clone(), host_veth.clone(), network.to_string());
             blocking(move || {
                 store.attach(
                     &network,
@@ -203,13 +202,13 @@ impl Daemon {
             peer_mac: Some(mac),
         })
         .await?;
-        let inner = cont
-            .link_by_name(&ep.ifname)
-            .await?
-            .ok_or_else(|| DaemonError::CheckFailed {
-                what: format!("{} in {}", ep.ifname, ep.netns),
-                problem: "interface vanished right after creation".into(),
-            })?;
+        let inner =
+            cont.link_by_name(&ep.ifname)
+                .await?
+                .ok_or_else(|| DaemonError::CheckFailed {
+                    what: format!("{} in {}", ep.ifname, ep.netns),
+                    problem: "interface vanished right after creation".into(),
+                })?;
         cont.set_up(inner.index, &ep.ifname).await?;
         for ip in &ep.ips {
             cont.add_address(inner.index, &ep.ifname, *ip).await?;
@@ -232,7 +231,10 @@ impl Daemon {
         Ok(AttachResult {
             endpoint: ep.clone(),
             bridge: st.net.bridge.clone(),
-            bridge_mac: bridge.mac.map(|m| names::format_mac(&m)).unwrap_or_default(),
+            bridge_mac: bridge
+                .mac
+                .map(|m| names::format_mac(&m))
+                .unwrap_or_default(),
             host_veth_mac: host_end
                 .and_then(|l| l.mac)
                 .map(|m| names::format_mac(&m))
@@ -246,14 +248,20 @@ impl Daemon {
     }
 
     /// Puts the host ends of a network's endpoints back on its (recreated) bridge.
-    pub(crate) async fn reattach_ports(&self, st: &NetState, bridge: u32) -> Result<(), DaemonError> {
+    pub(crate) async fn reattach_ports(
+        &self,
+        st: &NetState,
+        bridge: u32,
+    ) -> Result<(), DaemonError> {
         let store = self.store().clone();
         let n = st.net.name.clone();
         let eps = blocking(move || store.endpoints(&n)).await??;
         for rec in eps {
             if let Some(link) = self.host().link_by_name(&rec.endpoint.host_veth).await? {
                 if link.master != Some(bridge) {
-                    self.host().set_master(link.index, &link.name, bridge).await?;
+                    self.host()
+                        .set_master(link.index, &link.name, bridge)
+                        .await?;
                 }
             }
         }
@@ -321,13 +329,13 @@ impl Daemon {
         let key = endpoint_key(network, container_id, ifname);
         let store = self.store().clone();
         let k = key.clone();
-        let rec = blocking(move || store.endpoint(&k)).await??.ok_or_else(|| {
-            DaemonError::EndpointNotFound {
+        let rec = blocking(move || store.endpoint(&k))
+            .await??
+            .ok_or_else(|| DaemonError::EndpointNotFound {
                 network: network.into(),
                 container_id: container_id.into(),
                 ifname: ifname.into(),
-            }
-        })?;
+            })?;
         let ep = &rec.endpoint;
         let fail = |problem: String| DaemonError::CheckFailed {
             what: format!("{container_id}/{ifname} on {network}"),
@@ -372,11 +380,7 @@ impl Daemon {
     }
 
     /// Releases every endpoint of `network` not in `valid`, continuing past errors.
-    pub async fn gc(
-        &self,
-        network: &str,
-        valid: &[AttachmentId],
-    ) -> Result<GcResult, DaemonError> {
+    pub async fn gc(&self, network: &str, valid: &[AttachmentId]) -> Result<GcResult, DaemonError> {
         let st = self.net_state(network)?;
         let _gate = st.gate.read().await;
         let store = self.store().clone();
@@ -393,10 +397,9 @@ impl Daemon {
             }
             match self.teardown_endpoint(&st, rec).await {
                 Ok(()) => out.released.push(id),
-                Err(e) => out.errors.push(format!(
-                    "releasing {}/{}: {e}",
-                    id.container_id, id.ifname
-                )),
+                Err(e) => out
+                    .errors
+                    .push(format!("releasing {}/{}: {e}", id.container_id, id.ifname)),
             }
         }
         Ok(out)

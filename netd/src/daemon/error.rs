@@ -122,7 +122,7 @@ impl DaemonError {
             Store(StoreError::NetworkExists(_)) => ErrorCode::NetworkExists,
             Store(StoreError::EndpointExists { .. }) => ErrorCode::EndpointExists,
             Store(StoreError::NoSubnetFor { .. }) => ErrorCode::InvalidAddress,
-            Store(StoreError::Ipam { source, .. }) => match source {
+            Store(StoreError::Ipam { source, .. }) => match **source {
                 IpamError::Exhausted { .. } => ErrorCode::PoolExhausted,
                 IpamError::AddressInUse { .. } => ErrorCode::AddressInUse,
                 _ => ErrorCode::InvalidAddress,

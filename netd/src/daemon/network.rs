@@ -174,7 +174,10 @@ impl Daemon {
                 ip_range: None,
             });
         }
-        let v4 = requested.iter().filter(|s| s.subnet.addr().is_ipv4()).count();
+        let v4 = requested
+            .iter()
+            .filter(|s| s.subnet.addr().is_ipv4())
+            .count();
         if v4 > 1 || requested.len() - v4 > 1 {
             return Err(DaemonError::InvalidAddress(
                 "at most one IPv4 and one IPv6 subnet per network".into(),
@@ -193,7 +196,10 @@ impl Daemon {
                     with: format!("host route {n} dev {dev}"),
                 });
             }
-            if requested[..i].iter().any(|o| overlaps(&o.subnet, &s.subnet)) {
+            if requested[..i]
+                .iter()
+                .any(|o| overlaps(&o.subnet, &s.subnet))
+            {
                 return Err(DaemonError::SubnetOverlap {
                     subnet: s.subnet,
                     with: "another subnet of the same request".into(),
@@ -212,7 +218,11 @@ impl Daemon {
         for s in &requested {
             let gateway = s.gateway.unwrap_or_else(|| Pool::default_gateway(s.subnet));
             // Validate with the allocator's own rules (prefix, gateway, range, aux).
-            let aux = req.aux_addresses.iter().copied().filter(|a| s.subnet.contains(a));
+            let aux = req
+                .aux_addresses
+                .iter()
+                .copied()
+                .filter(|a| s.subnet.contains(a));
             Pool::new(s.subnet, s.ip_range, Some(gateway), aux)?;
             subnets.push(Subnet {
                 subnet: s.subnet,
@@ -264,7 +274,11 @@ impl Daemon {
 
     /// Bridge, forwarding sysctls and plugs for a network. When `fresh`, a failure deletes a
     /// bridge this call created.
-    pub(crate) async fn bring_up_network(&self, net: &Network, fresh: bool) -> Result<(), DaemonError> {
+    pub(crate) async fn bring_up_network(
+        &self,
+        net: &Network,
+        fresh: bool,
+    ) -> Result<(), DaemonError> {
         let (_, created) = self.host().ensure_bridge(&bridge_spec(net)).await?;
         let result = async {
             set_sysctl("net.ipv4.ip_forward", "1")?;

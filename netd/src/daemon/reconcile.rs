@@ -71,8 +71,11 @@ impl Daemon {
     async fn remove_orphan_veths(&self, live: &HashSet<String>) -> Result<(), DaemonError> {
         let bridges: HashSet<u32> = {
             let links = self.host().links().await?;
-            let names: HashSet<String> =
-                self.all_networks().iter().map(|s| s.net.bridge.clone()).collect();
+            let names: HashSet<String> = self
+                .all_networks()
+                .iter()
+                .map(|s| s.net.bridge.clone())
+                .collect();
             links
                 .iter()
                 .filter(|l| names.contains(&l.name))

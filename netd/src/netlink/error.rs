@@ -45,7 +45,10 @@ impl NetlinkError {
         let (errno, message) = match &e {
             rtnetlink::Error::NetlinkError(m) => {
                 let code = -m.raw_code();
-                (Some(code), std::io::Error::from_raw_os_error(code).to_string())
+                (
+                    Some(code),
+                    std::io::Error::from_raw_os_error(code).to_string(),
+                )
             }
             other => (None, other.to_string()),
         };

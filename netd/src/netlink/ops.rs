@@ -11,7 +11,9 @@ use netlink_packet_route::link::{
     InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo as NlLinkInfo, LinkMessage,
 };
 use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteMessage, RouteType};
-use rtnetlink::{Handle, LinkBridge, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder};
+use rtnetlink::{
+    Handle, LinkBridge, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder,
+};
 
 use super::NetlinkError;
 use crate::netns::Netns;
@@ -192,7 +194,12 @@ impl Netlink {
     }
 
     /// Enslaves an interface to a bridge.
-    pub async fn set_master(&self, index: u32, name: &str, master: u32) -> Result<(), NetlinkError> {
+    pub async fn set_master(
+        &self,
+        index: u32,
+        name: &str,
+        master: u32,
+    ) -> Result<(), NetlinkError> {
         let msg = LinkUnspec::new_with_index(index).controller(master).build();
         self.handle
             .link()
@@ -203,8 +210,16 @@ impl Netlink {
     }
 
     /// Adds an address (no DAD for IPv6, so it is usable at once); an existing one is fine.
-    pub async fn add_address(&self, index: u32, name: &str, addr: IpNet) -> Result<(), NetlinkError> {
-        let mut req = self.handle.address().add(index, addr.addr(), addr.prefix_len());
+    pub async fn add_address(
+        &self,
+        index: u32,
+        name: &str,
+        addr: IpNet,
+    ) -> Result<(), NetlinkError> {
+        let mut req = self
+            .handle
+            .address()
+            .add(index, addr.addr(), addr.prefix_len());
         if addr.addr().is_ipv6() {
             req.message_mut()
                 .attributes

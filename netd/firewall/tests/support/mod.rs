@@ -76,7 +76,9 @@ impl Netns {
     /// Parsed `nft -j list table <family> <name>` in this namespace (None if absent).
     pub fn nft_table(&self, family: &str, table: &str) -> Option<serde_json::Value> {
         let out = Command::new("ip")
-            .args(["netns", "exec", &self.name, "nft", "-j", "list", "table", family, table])
+            .args([
+                "netns", "exec", &self.name, "nft", "-j", "list", "table", family, table,
+            ])
             .output()
             .expect("spawning nft");
         if !out.status.success() {
@@ -164,14 +166,17 @@ pub fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
 pub struct PeerEcho {
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
+    seen: Arc<std::sync::Mutex<Vec<SocketAddr>>>,
 }
 
 impl PeerEcho {
     /// Starts serving `port` (and, with `count`, the following ports) on `addr`.
     pub fn start(ns: &Netns, addr: IpAddr, port: u16, count: u16) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
         let mut threads = Vec::new();
         for p in port..port + count {
+            let seen2 = seen.clone();
             let (ready_tx, ready_rx) = std::sync::mpsc::channel();
             let path = format!("/run/netns/{}", ns.name);
             let stop2 = stop.clone();
@@ -180,23 +185,46 @@ impl PeerEcho {
                 let tcp = TcpListener::bind((addr, p)).expect("bind tcp");
                 let udp = UdpSocket::bind((addr, p)).expect("bind udp");
                 tcp.set_nonblocking(true).unwrap();
-                udp.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
+                udp.set_read_timeout(Some(Duration::from_millis(20)))
+                    .unwrap();
                 ready_tx.send(()).unwrap();
                 let mut buf = [0u8; 512];
                 while !stop2.load(Ordering::Relaxed) {
                     if let Ok((mut s, peer)) = tcp.accept() {
+                        seen2.lock().unwrap().push(peer);
                         let _ = s.set_nonblocking(false);
                         let _ = s.write_all(peer.to_string().as_bytes());
                     }
                     if let Ok((_, peer)) = udp.recv_from(&mut buf) {
+                        seen2.lock().unwrap().push(peer);
                         let _ = udp.send_to(peer.to_string().as_bytes(), peer);
                     }
                 }
             }));
             ready_rx.recv().expect("server ready");
         }
-        PeerEcho { stop, threads }
+        PeerEcho {
+            stop,
+            threads,
+            seen,
+        }
     }
+
+    /// Every peer address seen so far (TCP accepts and UDP datagrams).
+    pub fn seen(&self) -> Vec<SocketAddr> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+/// Sends three UDP datagrams from `src` (an address of `ns`) to `dst`, without waiting for
+/// an answer.
+pub fn udp_send(ns: &Netns, src: SocketAddr, dst: SocketAddr) {
+    ns.run_in(move || {
+        let s = UdpSocket::bind(src).expect("bind udp source");
+        for _ in 0..3 {
+            let _ = s.send_to(b"spoof?", dst);
+        }
+    })
 }
 
 impl Drop for PeerEcho {
@@ -224,8 +252,9 @@ pub fn tcp_ask(ns: &Netns, dst: SocketAddr, src: Option<IpAddr>) -> Result<Socke
 
 fn socket2_connect(dst: SocketAddr, src: Option<IpAddr>) -> Result<TcpStream, String> {
     match src {
-        None => TcpStream::connect_timeout(&dst, Duration::from_millis(1500))
-            .map_err(|e| e.to_string()),
+        None => {
+            TcpStream::connect_timeout(&dst, Duration::from_millis(1500)).map_err(|e| e.to_string())
+        }
         Some(src) => {
             // std has no bind-before-connect: use libc for the spoof tests.
             let domain = if src.is_ipv4() {
@@ -343,7 +372,16 @@ impl Lab {
         let host = Netns::new("host");
         let outside = Netns::new("out");
         host.ip(&[
-            "link", "add", "up0", "type", "veth", "peer", "name", "eth0", "netns", &outside.name,
+            "link",
+            "add",
+            "up0",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            &outside.name,
         ]);
         host.ip(&["addr", "add", &format!("{HOST_UP}/24"), "dev", "up0"]);
         host.ip(&["link", "set", "up0", "up"]);
@@ -356,7 +394,9 @@ impl Lab {
         // could not be answered, which is what the masquerade tests rely on.
         let table = "netd".to_string();
         let t2 = table.clone();
-        let fw = host.run_in(move || Firewall::new(&t2)).expect("Firewall::new");
+        let fw = host
+            .run_in(move || Firewall::new(&t2))
+            .expect("Firewall::new");
         Lab {
             containers: Vec::new(),
             host,
@@ -368,7 +408,8 @@ impl Lab {
 
     /// Creates the bridge of `net` in the host with its gateways, prepares sysctls.
     pub fn bridge(&self, net: &NetworkSpec) {
-        self.host.ip(&["link", "add", &net.bridge, "type", "bridge"]);
+        self.host
+            .ip(&["link", "add", &net.bridge, "type", "bridge"]);
         for (gw, subnet) in net.gateways.iter().zip(&net.subnets) {
             let cidr = format!("{gw}/{}", subnet.prefix_len());
             self.host.ip(&["addr", "add", &cidr, "dev", &net.bridge]);
@@ -404,8 +445,18 @@ impl Lab {
         ]);
         self.host.ip(&["link", "set", &veth, "master", &net.bridge]);
         self.host.ip(&["link", "set", &veth, "up"]);
-        let subnet = net.subnets.iter().find(|s| s.contains(&ip)).expect("ip in subnet");
-        c.ip(&["addr", "add", &format!("{ip}/{}", subnet.prefix_len()), "dev", "eth0"]);
+        let subnet = net
+            .subnets
+            .iter()
+            .find(|s| s.contains(&ip))
+            .expect("ip in subnet");
+        c.ip(&[
+            "addr",
+            "add",
+            &format!("{ip}/{}", subnet.prefix_len()),
+            "dev",
+            "eth0",
+        ]);
         c.ip(&["link", "set", "eth0", "up"]);
         if !net.internal {
             let gw = net
@@ -432,12 +483,16 @@ impl Lab {
 
     /// The inet table listing (panics if absent).
     pub fn inet(&self) -> serde_json::Value {
-        self.host.nft_table("inet", &self.table).expect("inet table exists")
+        self.host
+            .nft_table("inet", &self.table)
+            .expect("inet table exists")
     }
 
     /// The bridge table listing (panics if absent).
     pub fn bridge_table(&self) -> serde_json::Value {
-        self.host.nft_table("bridge", &self.table).expect("bridge table exists")
+        self.host
+            .nft_table("bridge", &self.table)
+            .expect("bridge table exists")
     }
 }
 
