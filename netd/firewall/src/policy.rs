@@ -1320,7 +1320,7 @@ mod tests {
     fn remove_network_undoes_add_network() {
         let a = net("a", 1);
         let add = add_network_batch("netd", &[], &a).unwrap();
-        let del = remove_network_batch("netd", &[a.clone()], &a, &[]).unwrap();
+        let del = remove_network_batch("netd", std::slice::from_ref(&a), &a, &[]).unwrap();
         let added_chains: Vec<_> = add
             .iter()
             .filter_map(|o| match o {

@@ -389,8 +389,8 @@ mod tests {
     fn arb_mapping() -> impl Strategy<Value = PortMapping> {
         (
             prop::option::of(prop_oneof![
-                any::<[u8; 4]>().prop_map(|o| IpAddr::from(o)),
-                any::<[u8; 16]>().prop_map(|o| IpAddr::from(o)),
+                any::<[u8; 4]>().prop_map(IpAddr::from),
+                any::<[u8; 16]>().prop_map(IpAddr::from),
             ]),
             1u16..=65535,
             1u16..=65535,

@@ -22,7 +22,7 @@ fn tables_have_the_documented_layout() {
     let lab = Lab::new();
     let net = network("web", 10);
     lab.bridge(&net);
-    lab.fw.sync(&[net.clone()], &[]).unwrap();
+    lab.fw.sync(std::slice::from_ref(&net), &[]).unwrap();
     assert!(lab.fw.table_exists().unwrap());
     let inet = lab.inet();
     let chains = chain_names(&inet);
@@ -84,7 +84,9 @@ fn masquerade_off_and_snat() {
     net.masquerade = false;
     lab.bridge(&net);
     let (c, ep) = lab.container(&net, "a", ip("10.12.0.2"), MAC_A, &[]);
-    lab.fw.sync(&[net.clone()], &[ep.clone()]).unwrap();
+    lab.fw
+        .sync(std::slice::from_ref(&net), std::slice::from_ref(&ep))
+        .unwrap();
     let _srv = PeerEcho::start(&lab.outside, ip(INTERNET), 7000, 1);
     // unmasqueraded: the outside has no route back to 10.12.0.0/24
     assert!(tcp_ask(&lab.containers[c], internet(7000), None).is_err());
@@ -416,7 +418,9 @@ fn flushed_ruleset_is_restored_by_the_drift_watch() {
     let (a, ea) = lab.container(&net, "a", ip("10.21.0.2"), MAC_A, &["8080:80"]);
     let state: Arc<Mutex<(Vec<NetworkSpec>, Vec<EndpointSpec>)>> =
         Arc::new(Mutex::new((vec![net.clone()], vec![ea.clone()])));
-    lab.fw.sync(&[net.clone()], &[ea.clone()]).unwrap();
+    lab.fw
+        .sync(std::slice::from_ref(&net), std::slice::from_ref(&ea))
+        .unwrap();
     let fw = lab.fw.clone();
     let st = state.clone();
     let syncs = Arc::new(Mutex::new(0usize));
