@@ -1,6 +1,7 @@
 //! Minimal stderr logging. Runtimes pass the plugin's stderr through to their own (Podman to
-//! the user's terminal), so only errors are printed unless `NETD_CNI_LOG=info|debug` asks for
-//! more. A logging framework would cost start-up time on every container operation.
+//! the user's terminal), so nothing but the final error (written by [`crate::run`]) is printed
+//! unless `NETD_CNI_LOG=info|debug` asks for more. A logging framework would cost start-up
+//! time on every container operation.
 
 use std::io::Write;
 use std::sync::OnceLock;
@@ -10,7 +11,7 @@ pub const LOG_ENV: &str = "NETD_CNI_LOG";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Level {
-    Error,
+    Quiet,
     Info,
     Debug,
 }
@@ -20,7 +21,7 @@ fn level() -> Level {
     *LEVEL.get_or_init(|| match std::env::var(LOG_ENV).as_deref() {
         Ok("debug") => Level::Debug,
         Ok("info") => Level::Info,
-        _ => Level::Error,
+        _ => Level::Quiet,
     })
 }
 
@@ -32,11 +33,6 @@ fn emit(l: Level, tag: &str, msg: &str) {
             std::process::id()
         );
     }
-}
-
-/// Logs a failure (always shown).
-pub fn error(msg: &str) {
-    emit(Level::Error, "error", msg);
 }
 
 /// Logs a notable event (shown with `NETD_CNI_LOG=info` or `debug`).

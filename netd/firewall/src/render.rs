@@ -465,6 +465,18 @@ impl SetMsg {
             sys::nftnl_set_set_u32(s, sys::NFTNL_SET_ID as u16, id);
             sys::nftnl_set_set_u32(s, sys::NFTNL_SET_KEY_TYPE as u16, key_type(&spec.key));
             sys::nftnl_set_set_u32(s, sys::NFTNL_SET_KEY_LEN as u16, key_len(&spec.key));
+            if spec.key == [KeyType::Ifname] {
+                // Userspace-only hint (nftnl_udata TLV: NFTNL_UDATA_SET_KEYBYTEORDER = host
+                // endian): without it `nft list` prints interface-name keys as "".
+                let mut udata = vec![0u8, 4];
+                udata.extend(1u32.to_ne_bytes());
+                sys::nftnl_set_set_data(
+                    s,
+                    sys::NFTNL_SET_USERDATA as u16,
+                    udata.as_ptr().cast(),
+                    udata.len() as u32,
+                );
+            }
             match &spec.data {
                 SetData::None => {
                     sys::nftnl_set_set_u32(s, sys::NFTNL_SET_FLAGS as u16, 0);
