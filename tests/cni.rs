@@ -1174,3 +1174,30 @@ fn example_conflists_work() {
     }
     assert!(seen >= 3, "expected example conflists in {}", dir.display());
 }
+
+#[test]
+fn internal_network_gets_no_default_route() {
+    let cni = Cni::new(
+        "inner",
+        "1.1.0",
+        json!({"subnet": "10.76.0.0/24", "internal": true}),
+    );
+    let ns = cni.host.container("inner");
+    let res = cni.add(&ns, "i1").result();
+    assert!(cni.network().internal);
+    assert!(res.get("routes").is_none(), "{res}");
+    let routes = netd_tests::must(&mut ns.cmd(&["ip", "route", "show", "default"]));
+    assert!(
+        routes.trim().is_empty(),
+        "default route on an internal network: {routes}"
+    );
+    assert!(
+        ns.ping("10.76.0.1"),
+        "the gateway is on-link even when internal"
+    );
+    // The same name with internal=false is a different network definition.
+    let other = cni.conf_with(json!({"internal": false}));
+    let ns2 = cni.host.container("inner2");
+    let msg = cni.call("ADD", "i2", &ns2.path(), "", &other).code(7);
+    assert!(msg.contains("internal"), "{msg}");
+}

@@ -711,13 +711,29 @@ fn api_refuses_non_root_peers_and_has_no_tcp_listener() {
     std::fs::set_permissions(h.socket(), std::fs::Permissions::from_mode(0o666)).unwrap();
     std::fs::set_permissions(h.dir(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let out = run(Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "curl", "-s", "--unix-socket"])
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "curl",
+            "-s",
+            "--unix-socket",
+        ])
         .arg(h.socket())
-        .args(["-X", "POST", "-d", r#"{"name":"sneaky"}"#, "http://netd/v1/networks"]));
+        .args([
+            "-X",
+            "POST",
+            "-d",
+            r#"{"name":"sneaky"}"#,
+            "http://netd/v1/networks",
+        ]));
     let body: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON refusal");
     assert_eq!(body["code"], "permission_denied", "{body}");
     assert!(body["message"].as_str().unwrap().contains("uid 65534"));
-    assert!(h.netctl_json(&["ls"]).as_array().unwrap().is_empty(), "nothing was created");
+    assert!(
+        h.netctl_json(&["ls"]).as_array().unwrap().is_empty(),
+        "nothing was created"
+    );
     // Root is served over the same socket.
     h.netctl_ok(&["ls"]);
     // No TCP listener of ours in the host namespace besides DNS (port 53 on gateways).

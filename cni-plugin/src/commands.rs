@@ -429,6 +429,7 @@ mod tests {
                 labels: Default::default(),
                 created: 0,
             },
+            leases: vec![],
             endpoints: used
                 .iter()
                 .enumerate()

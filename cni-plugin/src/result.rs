@@ -20,7 +20,9 @@ pub fn render(version: CniVersion, r: &AttachResult, netns: &str, mtu: Option<u3
     let iface = |name: &str, mac: &str, sandbox: Option<&str>| {
         let mut o = Map::new();
         o.insert("name".into(), json!(name));
-        o.insert("mac".into(), json!(mac));
+        if !mac.is_empty() {
+            o.insert("mac".into(), json!(mac));
+        }
         if let (CniVersion::V110, Some(m)) = (version, mtu) {
             o.insert("mtu".into(), json!(m));
         }
@@ -73,13 +75,17 @@ pub fn render(version: CniVersion, r: &AttachResult, netns: &str, mtu: Option<u3
     if !r.dns.search.is_empty() {
         dns.insert("search".into(), json!(r.dns.search));
     }
-    json!({
+    let mut out = json!({
         "cniVersion": version.as_str(),
         "interfaces": interfaces,
         "ips": ips,
-        "routes": routes,
         "dns": Value::Object(dns),
-    })
+    });
+    // Like libcni's `omitempty`: an internal network has no routes, and says nothing.
+    if !routes.is_empty() {
+        out["routes"] = Value::Array(routes);
+    }
+    out
 }
 
 #[cfg(test)]
@@ -187,6 +193,16 @@ mod tests {
     fn interface_index_is_serialized_as_a_number() {
         let text = render(CniVersion::V100, &sample(false), "/n", None).to_string();
         assert!(text.contains("\"interface\":2"), "{text}");
+    }
+
+    #[test]
+    fn internal_network_result_has_no_routes_key_and_unknown_macs_are_left_out() {
+        let mut r = sample(false);
+        r.routes.clear();
+        r.bridge_mac.clear();
+        let v = render(CniVersion::V100, &r, "/n", None);
+        assert!(v.get("routes").is_none(), "{v}");
+        assert_eq!(v["interfaces"][0], json!({"name": "nd-web"}));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! `netlink`, `netd_firewall`, `netd_dns`.
 
 pub mod daemon;
+pub mod failpoint;
 pub mod names;
 pub mod netlink;
 pub mod netns;

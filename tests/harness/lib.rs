@@ -171,6 +171,8 @@ pub struct Host {
     dir: tempfile::TempDir,
     child: Option<Child>,
     extra_args: Vec<String>,
+    /// Extra environment for the next `spawn` (e.g. `NETD_FAILPOINT`).
+    pub env: Vec<(String, String)>,
 }
 
 impl Host {
@@ -191,6 +193,7 @@ impl Host {
             dir,
             child: None,
             extra_args: args.iter().map(|s| s.to_string()).collect(),
+            env: Vec::new(),
         };
         h.spawn();
         h
@@ -229,10 +232,14 @@ impl Host {
             .cmd(&[bin("netd").to_str().expect("utf8 path")])
             .arg("--socket")
             .arg(self.socket())
-            .arg("--state-dir")
-            .arg(self.state_dir())
+            .args(if self.extra_args.iter().any(|a| a == "--state-dir") {
+                vec![]
+            } else {
+                vec!["--state-dir".into(), self.state_dir().into_os_string()]
+            })
             .args(&self.extra_args)
             .env("NETD_LOG", "debug")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
@@ -246,12 +253,80 @@ impl Host {
         }
     }
 
+    /// Checks the invariants netd promises for `network` and panics with the details if one is
+    /// broken: no address twice, every lease owned by a live endpoint and every endpoint's
+    /// addresses leased, every endpoint passes CHECK, and the bridge holds exactly the
+    /// endpoints' host veths. Returns the endpoints.
+    pub fn assert_consistent(&self, network: &str) -> Vec<netd_api::Endpoint> {
+        let client = self.client();
+        let inspect = client
+            .run(|c| c.inspect_network(network))
+            .unwrap_or_else(|e| panic!("inspect {network}: {e}"));
+        let mut seen = std::collections::BTreeSet::new();
+        let mut want_leases = std::collections::BTreeSet::new();
+        for e in &inspect.endpoints {
+            for ip in &e.ips {
+                assert!(
+                    seen.insert(ip.addr()),
+                    "address {} handed out twice",
+                    ip.addr()
+                );
+                want_leases.insert((ip.addr(), format!("{}/{}", e.container_id, e.ifname)));
+            }
+            if let Err(err) = client.run(|c| c.check(network, &e.container_id, &e.ifname)) {
+                panic!(
+                    "endpoint {}/{} fails CHECK: {err}",
+                    e.container_id, e.ifname
+                );
+            }
+        }
+        let leases: std::collections::BTreeSet<_> = inspect
+            .leases
+            .iter()
+            .map(|l| (l.address, l.endpoint.clone()))
+            .collect();
+        assert_eq!(leases, want_leases, "leases and endpoints disagree");
+        let mut ports = self.bridge_ports(&inspect.network.bridge);
+        ports.sort();
+        let mut veths: Vec<String> = inspect
+            .endpoints
+            .iter()
+            .map(|e| e.host_veth.clone())
+            .collect();
+        veths.sort();
+        assert_eq!(
+            ports, veths,
+            "bridge ports and endpoints disagree (orphan or missing veth)"
+        );
+        inspect.endpoints
+    }
+
     /// Stops netd with SIGTERM (graceful) and waits for it.
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
             unsafe_kill(c.id(), libc::SIGTERM);
             let _ = c.wait();
         }
+    }
+
+    /// Waits for netd to exit on its own (e.g. at a failpoint); false if it is still running
+    /// after `limit`.
+    pub fn wait_exit(&mut self, limit: Duration) -> bool {
+        let Some(child) = self.child.as_mut() else {
+            return true;
+        };
+        let exited = wait_for(limit, || child.try_wait().ok().flatten()).is_some();
+        if exited {
+            self.child = None;
+        }
+        exited
+    }
+
+    /// Whether netd is running.
+    pub fn running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().ok().flatten().is_none())
     }
 
     /// Kills netd with SIGKILL (a crash).

@@ -326,4 +326,61 @@ impl BlockingClient {
     pub fn client(&self) -> &Client {
         &self.inner
     }
+
+    /// Blocking [`Client::status`].
+    pub fn status(&self) -> Result<Status, ClientError> {
+        self.rt.block_on(self.inner.status())
+    }
+
+    /// Blocking [`Client::list_networks`].
+    pub fn list_networks(&self) -> Result<Vec<NetworkSummary>, ClientError> {
+        self.rt.block_on(self.inner.list_networks())
+    }
+
+    /// Blocking [`Client::create_network`].
+    pub fn create_network(&self, req: &CreateNetwork) -> Result<Network, ClientError> {
+        self.rt.block_on(self.inner.create_network(req))
+    }
+
+    /// Blocking [`Client::inspect_network`].
+    pub fn inspect_network(&self, name: &str) -> Result<NetworkInspect, ClientError> {
+        self.rt.block_on(self.inner.inspect_network(name))
+    }
+
+    /// Blocking [`Client::remove_network`].
+    pub fn remove_network(&self, name: &str, force: bool) -> Result<(), ClientError> {
+        self.rt.block_on(self.inner.remove_network(name, force))
+    }
+
+    /// Blocking [`Client::attach`].
+    pub fn attach(&self, network: &str, req: &AttachRequest) -> Result<AttachResult, ClientError> {
+        self.rt.block_on(self.inner.attach(network, req))
+    }
+
+    /// Blocking [`Client::detach`].
+    pub fn detach(
+        &self,
+        network: &str,
+        container_id: &str,
+        ifname: &str,
+    ) -> Result<(), ClientError> {
+        self.rt
+            .block_on(self.inner.detach(network, container_id, ifname))
+    }
+
+    /// Blocking [`Client::check`].
+    pub fn check(
+        &self,
+        network: &str,
+        container_id: &str,
+        ifname: &str,
+    ) -> Result<Endpoint, ClientError> {
+        self.rt
+            .block_on(self.inner.check(network, container_id, ifname))
+    }
+
+    /// Blocking [`Client::gc`].
+    pub fn gc(&self, network: &str, req: &GcRequest) -> Result<GcResult, ClientError> {
+        self.rt.block_on(self.inner.gc(network, req))
+    }
 }

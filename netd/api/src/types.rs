@@ -127,6 +127,18 @@ pub struct NetworkInspect {
     pub network: Network,
     /// Its endpoints.
     pub endpoints: Vec<Endpoint>,
+    /// Address leases (each belongs to exactly one endpoint).
+    #[serde(default)]
+    pub leases: Vec<Lease>,
+}
+
+/// One leased address.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    /// The address.
+    pub address: IpAddr,
+    /// Owner, `container_id/ifname`.
+    pub endpoint: String,
 }
 
 /// Transport protocol of a published port.

@@ -224,7 +224,10 @@ mod tests {
         assert!(c.get(&key("a")).is_none());
         assert_eq!(c.get(&key("c")).unwrap().answers[0].ttl, 30);
         let off = Cache::new(0);
-        off.put(key("a"), &answer(ResponseCode::NoError, vec![a(30)], vec![]));
+        off.put(
+            key("a"),
+            &answer(ResponseCode::NoError, vec![a(30)], vec![]),
+        );
         assert!(off.get(&key("a")).is_none());
     }
 }

@@ -309,7 +309,8 @@ impl UdpConn {
         std_sock.set_nonblocking(true)?;
         let sock = Arc::new(UdpSocket::from_std(std_sock)?);
         let pending: Pending = Arc::default();
-        let reader = tokio::spawn(read_loop(sock.clone(), pending.clone(), upstream)).abort_handle();
+        let reader =
+            tokio::spawn(read_loop(sock.clone(), pending.clone(), upstream)).abort_handle();
         Ok(Self {
             sock,
             pending,

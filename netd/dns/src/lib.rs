@@ -213,7 +213,14 @@ impl Dns {
         }
 
         let mut servers = self.inner.servers.lock().await;
-        if self.inner.shared.records.load().networks.contains_key(&net.name) {
+        if self
+            .inner
+            .shared
+            .records
+            .load()
+            .networks
+            .contains_key(&net.name)
+        {
             return Err(DnsError::NetworkExists(net.name));
         }
         let mut udp = Vec::new();
@@ -309,7 +316,11 @@ impl Dns {
     /// Removes an endpoint's names; gone for the very next query. Unknown keys are ignored.
     pub fn remove_endpoint(&self, network: &str, key: &str) {
         self.update(|r| {
-            if let Some(next) = r.networks.get(network).and_then(|n| n.without_endpoint(key)) {
+            if let Some(next) = r
+                .networks
+                .get(network)
+                .and_then(|n| n.without_endpoint(key))
+            {
                 r.networks.insert(network.to_string(), Arc::new(next));
             }
         });

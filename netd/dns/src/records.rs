@@ -286,7 +286,9 @@ impl Records {
         if !known {
             if scope.iter().any(|n| n.owns_zone(&key)) {
                 // A zone apex exists (NOERROR, no data); anything else under it does not.
-                let rcode = if scope.iter().any(|n| n.zone == key || n.domain.as_ref() == Some(&key))
+                let rcode = if scope
+                    .iter()
+                    .any(|n| n.zone == key || n.domain.as_ref() == Some(&key))
                 {
                     ResponseCode::NoError
                 } else {
@@ -544,7 +546,12 @@ mod tests {
     fn ptr_and_reverse_zones() {
         let r = records();
         assert_eq!(
-            addrs_of(&ask(&r, "10.1.0.3", "2.0.1.10.in-addr.arpa", RecordType::PTR)),
+            addrs_of(&ask(
+                &r,
+                "10.1.0.3",
+                "2.0.1.10.in-addr.arpa",
+                RecordType::PTR
+            )),
             ["web.neta."]
         );
         let v6 = "2.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.1.0.0.0.0.0.d.f.ip6.arpa";
@@ -585,7 +592,10 @@ mod tests {
         let r = records();
         let a = r.networks["neta"].without_endpoint("c1").unwrap();
         assert!(a.addrs("web").is_none());
-        assert_eq!(a.addrs("svc").unwrap(), ["10.1.0.3".parse::<IpAddr>().unwrap()]);
+        assert_eq!(
+            a.addrs("svc").unwrap(),
+            ["10.1.0.3".parse::<IpAddr>().unwrap()]
+        );
         assert!(a.without_endpoint("c1").is_none());
     }
 

@@ -95,7 +95,14 @@ fn names_aliases_case_qualified_nodata_and_ptr() {
             dns.add_endpoint("neta", ep("c2", &["db", "svc"], &["10.1.0.3"]))
                 .unwrap();
 
-            for name in ["web", "WeB", "web.neta", "WEB.NetA.", "web.a.netd", "abc123"] {
+            for name in [
+                "web",
+                "WeB",
+                "web.neta",
+                "WEB.NetA.",
+                "web.a.netd",
+                "abc123",
+            ] {
                 let d = dig(&c2, gw, PORT, &[name]);
                 assert_status(&d, "NOERROR");
                 assert_eq!(d.data("A"), ["10.1.0.2"], "{name}: {}", d.raw);
@@ -130,7 +137,12 @@ fn names_aliases_case_qualified_nodata_and_ptr() {
             assert_eq!(d.data("PTR"), ["web.neta."]);
             assert_status(&dig(&c2, gw, PORT, &["-x", "10.1.0.77"]), "NXDOMAIN");
 
-            assert_eq!(up.count(), 0, "nothing above may be forwarded: {:?}", up.seen);
+            assert_eq!(
+                up.count(),
+                0,
+                "nothing above may be forwarded: {:?}",
+                up.seen
+            );
             dns.shutdown().await;
         })
     });
@@ -213,9 +225,16 @@ fn records_appear_on_attach_and_vanish_on_detach_without_delay() {
     lab.host.run(|| {
         rt().block_on(async {
             let dns = Dns::new(cfg());
-            dns.add_network(net("neta", &["10.1.0.0/24"], &["10.1.0.1"], None, &[up.addr], false))
-                .await
-                .unwrap();
+            dns.add_network(net(
+                "neta",
+                &["10.1.0.0/24"],
+                &["10.1.0.1"],
+                None,
+                &[up.addr],
+                false,
+            ))
+            .await
+            .unwrap();
             for i in 0..5 {
                 let name = format!("tmp{i}");
                 let qualified = format!("{name}.neta");
@@ -266,12 +285,26 @@ fn forwards_caches_and_uses_tcp_and_host_resolv_conf() {
     lab.host.run(|| {
         rt().block_on(async {
             let dns = Dns::new(config);
-            dns.add_network(net("neta", &["10.1.0.0/24"], &["10.1.0.1"], None, &[up.addr], false))
-                .await
-                .unwrap();
-            dns.add_network(net("netb", &["10.2.0.0/24"], &["10.2.0.1"], None, &[], false))
-                .await
-                .unwrap();
+            dns.add_network(net(
+                "neta",
+                &["10.1.0.0/24"],
+                &["10.1.0.1"],
+                None,
+                &[up.addr],
+                false,
+            ))
+            .await
+            .unwrap();
+            dns.add_network(net(
+                "netb",
+                &["10.2.0.0/24"],
+                &["10.2.0.1"],
+                None,
+                &[],
+                false,
+            ))
+            .await
+            .unwrap();
 
             let d = dig(&c1, gw, PORT, &["www.example.test"]);
             assert_status(&d, "NOERROR");
@@ -309,7 +342,11 @@ fn forwards_caches_and_uses_tcp_and_host_resolv_conf() {
 #[test]
 fn fails_over_dead_upstreams_and_servfails_when_all_are_dead() {
     let mut lab = Lab::new("failover");
-    for (br, gw) in [("br-a", "10.1.0.1/24"), ("br-b", "10.2.0.1/24"), ("br-c", "10.3.0.1/24")] {
+    for (br, gw) in [
+        ("br-a", "10.1.0.1/24"),
+        ("br-b", "10.2.0.1/24"),
+        ("br-c", "10.3.0.1/24"),
+    ] {
         lab.bridge(br, &[gw]);
     }
     let c1 = lab.container("c1", &[("br-a", &["10.1.0.2/24"])]);
@@ -347,7 +384,12 @@ fn fails_over_dead_upstreams_and_servfails_when_all_are_dead() {
             assert_eq!(silent.count_name("www.example.test."), 1);
 
             // All dead: SERVFAIL arrives before dig gives up, rather than silence.
-            let d = dig(&c2, ip("10.2.0.1"), PORT, &["+time=3", "+tries=1", "dead.example.test"]);
+            let d = dig(
+                &c2,
+                ip("10.2.0.1"),
+                PORT,
+                &["+time=3", "+tries=1", "dead.example.test"],
+            );
             assert_status(&d, "SERVFAIL");
             assert_eq!(silent2.count_name("dead.example.test."), 1);
 
@@ -376,16 +418,28 @@ fn caps_inflight_forwards_with_servfail_instead_of_queueing() {
     lab.host.run(|| {
         rt().block_on(async {
             let dns = Dns::new(config);
-            dns.add_network(net("neta", &["10.1.0.0/24"], &["10.1.0.1"], None, &[silent.addr], false))
-                .await
-                .unwrap();
+            dns.add_network(net(
+                "neta",
+                &["10.1.0.0/24"],
+                &["10.1.0.1"],
+                None,
+                &[silent.addr],
+                false,
+            ))
+            .await
+            .unwrap();
             std::thread::scope(|s| {
                 let first =
                     s.spawn(|| dig(&c1, gw, PORT, &["+time=8", "+tries=1", "slow.example.test"]));
                 silent.wait_for(1);
                 // The only forward slot is taken: this one fails at once (dig's 2 s timeout is
                 // well under the 4 s upstream timeout it would otherwise wait for).
-                let d = dig(&c1, gw, PORT, &["+time=2", "+tries=1", "other.example.test"]);
+                let d = dig(
+                    &c1,
+                    gw,
+                    PORT,
+                    &["+time=2", "+tries=1", "other.example.test"],
+                );
                 assert_status(&d, "SERVFAIL");
                 assert_eq!(silent.count_name("other.example.test."), 0);
                 assert_status(&first.join().unwrap(), "SERVFAIL");
@@ -406,9 +460,16 @@ fn truncates_oversize_udp_answers_and_serves_them_over_tcp() {
     lab.host.run(|| {
         rt().block_on(async {
             let dns = Dns::new(cfg());
-            dns.add_network(net("neta", &["10.1.0.0/24"], &["10.1.0.1"], None, &[up.addr], false))
-                .await
-                .unwrap();
+            dns.add_network(net(
+                "neta",
+                &["10.1.0.0/24"],
+                &["10.1.0.1"],
+                None,
+                &[up.addr],
+                false,
+            ))
+            .await
+            .unwrap();
             for i in 0..40 {
                 let addr = format!("10.1.0.{}", 100 + i);
                 dns.add_endpoint("neta", ep(&format!("m{i}"), &["many"], &[&addr]))
@@ -436,7 +497,11 @@ fn truncates_oversize_udp_answers_and_serves_them_over_tcp() {
             let d = dig(&c1, gw, PORT, &["big.example.test", "TXT"]);
             assert_eq!(d.data("TXT").len(), 1, "{}", d.raw);
             assert!(d.data("TXT")[0].contains("24xxxx"), "{}", d.raw);
-            assert_eq!(up.count_name("big.example.test."), 2, "second answer is cached");
+            assert_eq!(
+                up.count_name("big.example.test."),
+                2,
+                "second answer is cached"
+            );
             dns.shutdown().await;
         })
     });
@@ -475,7 +540,10 @@ fn binds_ipv6_gateway_before_the_address_exists() {
             let d = dig(&c1, gw6, PORT, &["-x", "fd00:1::2"]);
             assert_eq!(d.data("PTR"), ["web.neta."], "{}", d.raw);
             // The client's v6 address scopes it like its v4 one.
-            assert_eq!(dig(&c1, ip("10.1.0.1"), PORT, &["web", "AAAA"]).data("AAAA"), ["fd00:1::2"]);
+            assert_eq!(
+                dig(&c1, ip("10.1.0.1"), PORT, &["web", "AAAA"]).data("AAAA"),
+                ["fd00:1::2"]
+            );
             dns.shutdown().await;
         })
     });
@@ -492,16 +560,31 @@ fn internal_networks_never_forward() {
     lab.host.run(|| {
         rt().block_on(async {
             let dns = Dns::new(cfg());
-            dns.add_network(net("neti", &["10.1.0.0/24"], &["10.1.0.1"], None, &[up.addr], true))
-                .await
-                .unwrap();
+            dns.add_network(net(
+                "neti",
+                &["10.1.0.0/24"],
+                &["10.1.0.1"],
+                None,
+                &[up.addr],
+                true,
+            ))
+            .await
+            .unwrap();
             dns.add_endpoint("neti", ep("c1", &["web"], &["10.1.0.2"]))
                 .unwrap();
             assert_eq!(dig(&c1, gw, PORT, &["web"]).data("A"), ["10.1.0.2"]);
-            assert_eq!(dig(&c1, gw, PORT, &["-x", "10.1.0.2"]).data("PTR"), ["web.neti."]);
+            assert_eq!(
+                dig(&c1, gw, PORT, &["-x", "10.1.0.2"]).data("PTR"),
+                ["web.neti."]
+            );
             assert_status(&dig(&c1, gw, PORT, &["www.example.test"]), "REFUSED");
             assert_status(&dig(&c1, gw, PORT, &["-x", "192.0.2.1"]), "REFUSED");
-            assert_eq!(up.count(), 0, "an internal network forwarded: {:?}", up.seen);
+            assert_eq!(
+                up.count(),
+                0,
+                "an internal network forwarded: {:?}",
+                up.seen
+            );
             dns.shutdown().await;
         })
     });
@@ -553,9 +636,16 @@ fn garbage_truncated_frames_and_slow_clients_do_not_disturb_others() {
     lab.host.run(|| {
         rt().block_on(async {
             let dns = Dns::new(cfg());
-            dns.add_network(net("neta", &["10.1.0.0/24"], &["10.1.0.1"], None, &[up.addr], false))
-                .await
-                .unwrap();
+            dns.add_network(net(
+                "neta",
+                &["10.1.0.0/24"],
+                &["10.1.0.1"],
+                None,
+                &[up.addr],
+                false,
+            ))
+            .await
+            .unwrap();
             dns.add_endpoint("neta", ep("c1", &["web"], &["10.1.0.2"]))
                 .unwrap();
 
@@ -642,11 +732,16 @@ fn garbage_truncated_frames_and_slow_clients_do_not_disturb_others() {
             lying[5] = 0xff;
             let reply = udp_exchange(attacker, target, lying, wait).expect("no reply");
             assert_eq!(rcode_of(&reply), 1, "FORMERR expected");
-            let reply =
-                udp_exchange(attacker, target, query_bytes(&[]), wait).expect("no reply");
+            let reply = udp_exchange(attacker, target, query_bytes(&[]), wait).expect("no reply");
             assert_eq!(rcode_of(&reply), 1, "FORMERR expected for zero questions");
             // A maximal-length name is a legitimate query: answered (forwarded), not dropped.
-            let long = ["a".repeat(63), "b".repeat(63), "c".repeat(63), "d".repeat(61)].join(".");
+            let long = [
+                "a".repeat(63),
+                "b".repeat(63),
+                "c".repeat(63),
+                "d".repeat(61),
+            ]
+            .join(".");
             let d = dig(&c1, gw, PORT, &[&long]);
             assert!(d.status.is_some(), "{}", d.raw);
 
@@ -710,13 +805,19 @@ fn lifecycle_errors_and_rebinding() {
                     .starts_with("binding DNS udp listener for network neta on 10.1.0.1:5300"),
                 "{err}"
             );
-            assert!(other.add_endpoint("neta", ep("c1", &["web"], &["10.1.0.2"])).is_err());
+            assert!(other
+                .add_endpoint("neta", ep("c1", &["web"], &["10.1.0.2"]))
+                .is_err());
 
             // Removing stops the listener and drops the records; re-adding binds again.
             dns.remove_network("neta").await;
             assert!(dns.lookup("neta", "web").is_empty());
             let d = dig(&c1, gw, PORT, &["+time=1", "web"]);
-            assert!(d.status.is_none(), "still answering after removal: {}", d.raw);
+            assert!(
+                d.status.is_none(),
+                "still answering after removal: {}",
+                d.raw
+            );
             dns.add_network(neta()).await.unwrap();
             dns.add_endpoint("neta", ep("c1", &["web"], &["10.1.0.2"]))
                 .unwrap();
@@ -725,7 +826,11 @@ fn lifecycle_errors_and_rebinding() {
 
             dns.shutdown().await;
             let d = dig(&c1, gw, PORT, &["+time=1", "web"]);
-            assert!(d.status.is_none(), "still answering after shutdown: {}", d.raw);
+            assert!(
+                d.status.is_none(),
+                "still answering after shutdown: {}",
+                d.raw
+            );
             dns.remove_network("neta").await;
         })
     });

@@ -437,7 +437,6 @@ fn flushed_ruleset_is_restored_by_the_drift_watch() {
     lab.fw.remove_endpoint(&ea).unwrap();
     lab.fw.add_endpoint(&ea).unwrap();
     lab.host.exec(&["nft", "flush", "ruleset"]);
-    assert!(lab.host.nft_table("inet", "netd").is_none() || !lab.fw.table_exists().unwrap_or(true));
     assert!(
         wait_for(Duration::from_secs(3), || lab
             .fw
@@ -495,4 +494,44 @@ fn stale_udp_conntrack_entries_are_flushed() {
         udp_ask(&lab.outside, dst, 40000).is_ok(),
         "flow re-DNATed to the new container"
     );
+}
+
+#[test]
+fn endpoint_batches_do_not_grow_with_existing_endpoints() {
+    let lab = Lab::new();
+    let net = network("web", 23);
+    lab.bridge(&net);
+    lab.fw.add_network(&net).unwrap();
+    // Elements only reference interface names; no real veths are needed to fill the sets.
+    let ep = |i: u16| EndpointSpec {
+        network: "web".into(),
+        key: format!("e{i}"),
+        host_veth: format!("vx{i}"),
+        ips: vec![format!("10.23.{}.{}", i / 250, i % 250 + 2)
+            .parse()
+            .unwrap()],
+        mac: [2, 0, 0, 0, (i >> 8) as u8, i as u8],
+        ports: vec![
+            format!("{}:80", 10000 + i).parse().unwrap(),
+            format!("{}:53/udp", 20000 + i).parse().unwrap(),
+        ],
+    };
+    let mut net = net;
+    net.subnets = vec!["10.23.0.0/16".parse().unwrap()];
+    net.gateways = vec!["10.23.0.1".parse().unwrap()];
+    lab.fw.add_network(&net).unwrap();
+    lab.fw.add_endpoint(&ep(0)).unwrap();
+    let first = lab.fw.last_batch();
+    for i in 1..300 {
+        lab.fw.add_endpoint(&ep(i)).unwrap();
+    }
+    lab.fw.add_endpoint(&ep(300)).unwrap();
+    assert_eq!(
+        lab.fw.last_batch(),
+        first,
+        "same batch with 0 and 300 endpoints present"
+    );
+    assert_eq!(element_counts(&lab.inet())["pub4_any"], 2 * 301);
+    lab.fw.remove_endpoint(&ep(300)).unwrap();
+    assert_eq!(lab.fw.last_batch().messages, first.messages);
 }

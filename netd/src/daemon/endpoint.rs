@@ -13,6 +13,9 @@ use crate::netlink::{Netlink, VethSpec};
 use crate::netns::{still_exists, Netns, NetnsId};
 use crate::store::{endpoint_key, EndpointRecord};
 
+/// Base metric of container default routes (netavark uses 100 too).
+const DEFAULT_ROUTE_METRIC: u32 = 100;
+
 /// Default interface name inside the container.
 pub const DEFAULT_IFNAME: &str = "eth0";
 
@@ -153,9 +156,11 @@ impl Daemon {
             .await??
         };
 
+        crate::failpoint::hit("attach-after-store");
         // 2. Kernel and plugs; undo everything on failure.
         match self.bring_up_endpoint(&st, &rec, &ns, &cont, mac).await {
             Ok(result) => {
+                crate::failpoint::hit("attach-before-reply");
                 info!(network, container = %req.container_id, ifname = %ifname, ips = ?rec.endpoint.ips, "endpoint attached");
                 Ok(result)
             }
@@ -213,10 +218,14 @@ impl Daemon {
         for ip in &ep.ips {
             cont.add_address(inner.index, &ep.ifname, *ip).await?;
         }
+        crate::failpoint::hit("attach-after-addresses");
         let mut routes = Vec::new();
         if !st.net.internal {
             for gw in &ep.gateways {
-                cont.add_default_route(inner.index, &ep.ifname, *gw).await?;
+                // The first interface of a container (lowest index) wins the default route.
+                let metric = DEFAULT_ROUTE_METRIC + inner.index;
+                cont.add_default_route(inner.index, &ep.ifname, *gw, metric)
+                    .await?;
                 let dst: IpNet = if gw.is_ipv4() {
                     "0.0.0.0/0".parse().expect("literal")
                 } else {
@@ -281,6 +290,7 @@ impl Daemon {
         if let Err(e) = self.host().delete_link(&rec.endpoint.host_veth).await {
             errors.push(DaemonError::from(e));
         }
+        crate::failpoint::hit("detach-after-veth");
         if errors.is_empty() {
             let store = self.store().clone();
             let key = rec.key();
@@ -336,6 +346,22 @@ impl Daemon {
                 container_id: container_id.into(),
                 ifname: ifname.into(),
             })?;
+        self.verify(&st, &rec).await?;
+        Ok(rec.endpoint)
+    }
+
+    /// Compares one endpoint with the kernel: namespace identity, bridge, host veth on the
+    /// bridge, container interface and its addresses.
+    pub(crate) async fn verify(
+        &self,
+        st: &NetState,
+        rec: &EndpointRecord,
+    ) -> Result<(), DaemonError> {
+        let (network, container_id, ifname) = (
+            &st.net.name,
+            &rec.endpoint.container_id,
+            &rec.endpoint.ifname,
+        );
         let ep = &rec.endpoint;
         let fail = |problem: String| DaemonError::CheckFailed {
             what: format!("{container_id}/{ifname} on {network}"),
@@ -370,13 +396,27 @@ impl Daemon {
             .link_by_name(ifname)
             .await?
             .ok_or_else(|| fail(format!("interface {ifname} is missing in {}", ep.netns)))?;
+        if !inner.up {
+            return Err(fail(format!("interface {ifname} is down")));
+        }
         let have = cont.addresses(inner.index).await?;
         for ip in &ep.ips {
             if !have.contains(ip) {
                 return Err(fail(format!("address {ip} is missing on {ifname}")));
             }
         }
-        Ok(ep.clone())
+        if !st.net.internal {
+            let routes = cont.routes().await?;
+            for gw in &ep.gateways {
+                let ok = routes.iter().any(|r| {
+                    r.dst.prefix_len() == 0 && r.gateway == Some(*gw) && r.oif == Some(inner.index)
+                });
+                if !ok {
+                    return Err(fail(format!("default route via {gw} is missing")));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Releases every endpoint of `network` not in `valid`, continuing past errors.

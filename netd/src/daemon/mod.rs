@@ -173,10 +173,20 @@ impl Daemon {
         let st = self.net_state(name)?;
         let store = self.store().clone();
         let n = name.to_string();
-        let eps = blocking(move || store.endpoints(&n)).await??;
+        let (eps, leases) =
+            blocking(move || Ok::<_, DaemonError>((store.endpoints(&n)?, store.leases(&n)?)))
+                .await??;
+        let prefix = format!("{name}/");
         Ok(NetworkInspect {
             network: st.net.clone(),
             endpoints: eps.into_iter().map(|r| r.endpoint).collect(),
+            leases: leases
+                .into_iter()
+                .map(|(address, key)| netd_api::Lease {
+                    address,
+                    endpoint: key.strip_prefix(&prefix).unwrap_or(&key).to_string(),
+                })
+                .collect(),
         })
     }
 }

@@ -255,6 +255,7 @@ impl Daemon {
         let store = self.store().clone();
         let n = net.clone();
         blocking(move || store.insert_network(&n)).await??;
+        crate::failpoint::hit("create-after-store");
         match self.bring_up_network(&net, true).await {
             Ok(()) => {
                 self.insert_state(net.clone())?;

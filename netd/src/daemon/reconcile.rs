@@ -48,19 +48,17 @@ impl Daemon {
             let Ok(st) = self.net_state(&rec.endpoint.network) else {
                 continue;
             };
-            let veth_present = self
-                .host()
-                .link_by_name(&rec.endpoint.host_veth)
-                .await?
-                .is_some();
-            if netns_alive(&rec) && veth_present {
+            // A crash between two steps of an attach leaves a half-built endpoint: keep only
+            // those the kernel fully agrees with; the runtime retries the others.
+            let verdict = self.verify(&st, &rec).await;
+            if verdict.is_ok() {
                 if let Err(e) = self.plug_endpoint_up(&st.net, &rec).await {
                     warn!(endpoint = %rec.key(), cause = %e, "restoring endpoint plugs failed");
                 }
                 live.insert(rec.endpoint.host_veth.clone());
                 continue;
             }
-            info!(endpoint = %rec.key(), netns = %rec.endpoint.netns, "container gone; releasing");
+            info!(endpoint = %rec.key(), netns = %rec.endpoint.netns, cause = %verdict.unwrap_err(), "endpoint not intact; releasing");
             if let Err(e) = self.teardown_endpoint(&st, rec).await {
                 warn!(cause = %e, "releasing dead endpoint failed");
             }

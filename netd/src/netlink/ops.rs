@@ -317,12 +317,14 @@ impl Netlink {
         }
     }
 
-    /// Adds a default route via `gateway` out of interface `index`.
+    /// Adds a default route via `gateway` out of interface `index` with `metric`. A container
+    /// on several networks gets one default route per network, told apart by metric.
     pub async fn add_default_route(
         &self,
         index: u32,
         name: &str,
         gateway: IpAddr,
+        metric: u32,
     ) -> Result<(), NetlinkError> {
         let any: IpAddr = match gateway {
             IpAddr::V4(_) => Ipv4Addr::UNSPECIFIED.into(),
@@ -333,6 +335,7 @@ impl Netlink {
             .and_then(|b| b.gateway(gateway))
             .map_err(|e| NetlinkError::Conflict(format!("building route via {gateway}: {e}")))?
             .output_interface(index)
+            .priority(metric)
             .build();
         match self.handle.route().add(msg).execute().await {
             Ok(()) => Ok(()),

@@ -121,7 +121,16 @@ impl Lab {
         let host = Netns::new(format!("{prefix}-host"));
         let outside = Netns::new(format!("{prefix}-out"));
         host.ip(&[
-            "link", "add", "vout", "type", "veth", "peer", "name", "eth0", "netns", &outside.name,
+            "link",
+            "add",
+            "vout",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            &outside.name,
         ]);
         host.ip(&["addr", "add", "10.99.0.1/24", "dev", "vout"]);
         host.ip(&["link", "set", "vout", "up"]);
@@ -251,8 +260,20 @@ pub fn dig(ns: &str, server: IpAddr, port: u16, args: &[&str]) -> Dig {
     let server = format!("@{server}");
     let port = port.to_string();
     let mut cmd = vec![
-        "ip", "netns", "exec", ns, "dig", &server, "-p", &port, "+time=2", "+tries=1", "+nocmd",
-        "+noall", "+comments", "+answer",
+        "ip",
+        "netns",
+        "exec",
+        ns,
+        "dig",
+        &server,
+        "-p",
+        &port,
+        "+time=2",
+        "+tries=1",
+        "+nocmd",
+        "+noall",
+        "+comments",
+        "+answer",
     ];
     cmd.extend_from_slice(args);
     let out = Command::new(cmd[0])
@@ -393,7 +414,10 @@ impl FakeUpstream {
     pub fn wait_for(&self, n: usize) {
         let deadline = Instant::now() + Duration::from_secs(10);
         while self.count() < n {
-            assert!(Instant::now() < deadline, "fake upstream never got {n} queries");
+            assert!(
+                Instant::now() < deadline,
+                "fake upstream never got {n} queries"
+            );
             thread::sleep(Duration::from_millis(10));
         }
     }
@@ -507,7 +531,9 @@ fn respond(
         resp.metadata.response_code = ResponseCode::NXDomain;
         resp.add_authority(soa());
     } else if qname == "big.example.test." && q.query_type == RecordType::TXT {
-        let chunks: Vec<String> = (0..25).map(|i| format!("{i:02}{}", "x".repeat(98))).collect();
+        let chunks: Vec<String> = (0..25)
+            .map(|i| format!("{i:02}{}", "x".repeat(98)))
+            .collect();
         resp.add_answer(Record::from_rdata(
             q.name.clone(),
             300,
@@ -539,7 +565,12 @@ fn respond(
 }
 
 /// Sends raw bytes to a UDP server from inside `ns` and returns the reply, if any within `wait`.
-pub fn udp_exchange(ns: &Netns, to: SocketAddr, payload: Vec<u8>, wait: Duration) -> Option<Vec<u8>> {
+pub fn udp_exchange(
+    ns: &Netns,
+    to: SocketAddr,
+    payload: Vec<u8>,
+    wait: Duration,
+) -> Option<Vec<u8>> {
     ns.run(move || {
         let s = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
         s.set_read_timeout(Some(wait)).unwrap();
