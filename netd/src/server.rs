@@ -178,6 +178,18 @@ async fn gc(
     Ok(Json(d.gc(&name, &req.valid).await?))
 }
 
+async fn resolve(
+    State(d): State<Daemon>,
+    UrlPath((name, qname)): UrlPath<(String, String)>,
+) -> ApiResult<netd_api::DnsAnswer> {
+    let addresses = d.resolve(&name, &qname)?;
+    Ok(Json(netd_api::DnsAnswer {
+        network: name,
+        name: qname,
+        addresses,
+    }))
+}
+
 async fn not_found(req: Request) -> ApiError {
     ApiError::new(
         ErrorCode::InvalidRequest,
@@ -227,6 +239,7 @@ pub fn router(daemon: Daemon, policy: AccessPolicy) -> Router {
             get(check),
         )
         .route("/v1/networks/{name}/gc", post(gc))
+        .route("/v1/networks/{name}/dns/{qname}", get(resolve))
         .fallback(not_found)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .layer(middleware::from_fn_with_state(

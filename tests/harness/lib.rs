@@ -110,6 +110,92 @@ impl Netns {
         run(&mut self.cmd(argv))
     }
 
+    /// Runs `f` on a new thread inside this namespace (sockets it opens live here).
+    pub fn thread<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> std::thread::JoinHandle<T> {
+        let path = self.path();
+        std::thread::spawn(move || {
+            let ns = std::fs::File::open(&path).expect("open netns");
+            use std::os::fd::AsRawFd;
+            // SAFETY: setns on this thread only, with a valid namespace fd.
+            let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(rc, 0, "setns {path}");
+            f()
+        })
+    }
+
+    /// Serves TCP on `addr` inside this namespace: every connection gets back the peer
+    /// address it came from, as text. Runs until the process ends.
+    pub fn tcp_whoami(&self, addr: &str) {
+        let addr: std::net::SocketAddr = addr.parse().expect("addr");
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.thread(move || {
+            let l = std::net::TcpListener::bind(addr).expect("bind whoami");
+            tx.send(()).unwrap();
+            for c in l.incoming().flatten() {
+                let peer = c
+                    .peer_addr()
+                    .map(|p| p.ip().to_string())
+                    .unwrap_or_default();
+                let mut c = c;
+                let _ = std::io::Write::write_all(&mut c, peer.as_bytes());
+            }
+        });
+        rx.recv().expect("whoami listening");
+    }
+
+    /// Serves UDP on `addr` inside this namespace, answering each datagram with its source IP.
+    pub fn udp_whoami(&self, addr: &str) {
+        let addr: std::net::SocketAddr = addr.parse().expect("addr");
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.thread(move || {
+            let s = std::net::UdpSocket::bind(addr).expect("bind udp whoami");
+            tx.send(()).unwrap();
+            let mut buf = [0u8; 512];
+            while let Ok((_, from)) = s.recv_from(&mut buf) {
+                let _ = s.send_to(from.ip().to_string().as_bytes(), from);
+            }
+        });
+        rx.recv().expect("udp whoami listening");
+    }
+
+    /// Connects to `addr` from inside this namespace and returns what the server said
+    /// (`None` when the connection fails within two seconds).
+    pub fn tcp_ask(&self, addr: &str) -> Option<String> {
+        let addr: std::net::SocketAddr = addr.parse().expect("addr");
+        self.thread(move || {
+            let mut c = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+            c.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+            let mut s = String::new();
+            std::io::Read::read_to_string(&mut c, &mut s).ok()?;
+            Some(s)
+        })
+        .join()
+        .expect("tcp_ask thread")
+    }
+
+    /// Sends one UDP datagram to `addr` from inside this namespace and returns the reply.
+    pub fn udp_ask(&self, addr: &str) -> Option<String> {
+        let addr: std::net::SocketAddr = addr.parse().expect("addr");
+        self.thread(move || {
+            let bind = if addr.is_ipv4() {
+                "0.0.0.0:0"
+            } else {
+                "[::]:0"
+            };
+            let s = std::net::UdpSocket::bind(bind).ok()?;
+            s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+            s.send_to(b"hi", addr).ok()?;
+            let mut buf = [0u8; 512];
+            let (n, _) = s.recv_from(&mut buf).ok()?;
+            Some(String::from_utf8_lossy(&buf[..n]).into_owned())
+        })
+        .join()
+        .expect("udp_ask thread")
+    }
+
     /// Whether `ping -c1` from here to `addr` gets an answer.
     pub fn ping(&self, addr: &str) -> bool {
         self.exec(&["ping", "-c1", "-W2", addr]).status.success()
@@ -162,6 +248,24 @@ impl Drop for Netns {
             .stderr(Stdio::null())
             .status();
     }
+}
+
+/// An "outside" namespace playing the internet: linked to `host` by a veth, holding
+/// 203.0.113.2/24 (TEST-NET-3) while the host side holds 203.0.113.1 and routes by default
+/// through it. The outside has no route to container subnets, so only masqueraded traffic
+/// can be answered.
+pub fn outside(host: &Netns) -> Netns {
+    let out = Netns::new("out");
+    let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+    let (a, b) = (format!("up{n}"), format!("wan{n}"));
+    must(host.cmd(&["ip", "link", "add", &a, "type", "veth", "peer", "name", &b]));
+    must(host.cmd(&["ip", "link", "set", &b, "netns", out.name()]));
+    must(host.cmd(&["ip", "addr", "add", "203.0.113.1/24", "dev", &a]));
+    must(host.cmd(&["ip", "link", "set", &a, "up"]));
+    must(host.cmd(&["ip", "route", "add", "default", "via", "203.0.113.2"]));
+    must(out.cmd(&["ip", "addr", "add", "203.0.113.2/24", "dev", &b]));
+    must(out.cmd(&["ip", "link", "set", &b, "up"]));
+    out
 }
 
 /// netd running in its own "host" namespace.

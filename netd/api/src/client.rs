@@ -282,6 +282,12 @@ impl Client {
         self.call(Method::GET, &path, None::<&()>).await
     }
 
+    /// `GET /v1/networks/{name}/dns/{qname}`: what a name resolves to on a network.
+    pub async fn resolve(&self, network: &str, name: &str) -> Result<DnsAnswer, ClientError> {
+        let path = format!("/v1/networks/{}/dns/{}", seg(network), seg(name));
+        self.call(Method::GET, &path, None::<&()>).await
+    }
+
     /// `POST /v1/networks/{name}/gc`: release every attachment not listed.
     pub async fn gc(&self, network: &str, req: &GcRequest) -> Result<GcResult, ClientError> {
         let path = format!("/v1/networks/{}/gc", seg(network));
@@ -377,6 +383,11 @@ impl BlockingClient {
     ) -> Result<Endpoint, ClientError> {
         self.rt
             .block_on(self.inner.check(network, container_id, ifname))
+    }
+
+    /// Blocking [`Client::resolve`].
+    pub fn resolve(&self, network: &str, name: &str) -> Result<DnsAnswer, ClientError> {
+        self.rt.block_on(self.inner.resolve(network, name))
     }
 
     /// Blocking [`Client::gc`].

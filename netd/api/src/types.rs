@@ -317,6 +317,17 @@ pub struct GcResult {
     pub errors: Vec<String>,
 }
 
+/// `GET /v1/networks/{name}/dns/{qname}`: what a name resolves to on a network.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DnsAnswer {
+    /// Network.
+    pub network: String,
+    /// Name asked.
+    pub name: String,
+    /// Addresses (empty: the name is unknown on this network).
+    pub addresses: Vec<IpAddr>,
+}
+
 /// `GET /v1/status`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Status {

@@ -412,11 +412,13 @@ pub const TO_NET: &str = "to_net";
 pub const IN_NET: &str = "in_net";
 /// Bridge table set: host veths whose frames are checked against the allow sets.
 pub const VETHS: &str = "veths";
-/// Bridge table set: `iifname . ether saddr` allowed.
+/// Bridge table set: `iifname . ether saddr` of each endpoint's own MAC.
 pub const ALLOW_MAC: &str = "allow_mac";
-/// Bridge table set: `iifname . ip saddr . ether saddr` allowed (also ARP sender).
+/// Bridge table set: every endpoint's MAC; one of them from any other port is a spoof.
+pub const ALL_MACS: &str = "all_macs";
+/// Bridge table set: `iifname . ip saddr` allowed (also ARP sender address).
 pub const ALLOW4: &str = "allow4";
-/// Bridge table set: `iifname . ip6 saddr . ether saddr` allowed.
+/// Bridge table set: `iifname . ip6 saddr` allowed.
 pub const ALLOW6: &str = "allow6";
 /// Bridge table set: host veths of endpoints on `icc=false` networks (keyed by port rather
 /// than by bridge so it needs no `meta ibrname`, which kernels without
@@ -508,8 +510,9 @@ fn bridge_sets() -> Vec<SetSpec> {
     vec![
         set(VETHS, vec![Ifname]),
         set(ALLOW_MAC, vec![Ifname, Ether]),
-        set(ALLOW4, vec![Ifname, Ipv4, Ether]),
-        set(ALLOW6, vec![Ifname, Ipv6, Ether]),
+        set(ALL_MACS, vec![Ether]),
+        set(ALLOW4, vec![Ifname, Ipv4]),
+        set(ALLOW6, vec![Ifname, Ipv6]),
         set(NO_ICC, vec![Ifname]),
     ]
 }
@@ -629,15 +632,19 @@ fn bridge_chains() -> Vec<ChainSpec> {
         regular(
             "guard".into(),
             vec![
-                // the frame's source MAC must be the endpoint's own
+                // Another endpoint's MAC from this port is a spoof. A MAC no endpoint owns is
+                // allowed: a chained `tuning` plugin may change the container's MAC after ADD.
                 rule(
-                    vec![in_set(vec![IifName, EtherSaddr], ALLOW_MAC, true)],
+                    vec![
+                        in_set(vec![EtherSaddr], ALL_MACS, false),
+                        in_set(vec![IifName, EtherSaddr], ALLOW_MAC, true),
+                    ],
                     Action::Drop,
                 ),
                 rule(
                     vec![
                         Match::EtherType(ETH_P_ARP),
-                        in_set(vec![IifName, ArpSpa, ArpSha], ALLOW4, false),
+                        in_set(vec![IifName, ArpSpa], ALLOW4, false),
                     ],
                     Action::Accept,
                 ),
@@ -645,14 +652,14 @@ fn bridge_chains() -> Vec<ChainSpec> {
                 rule(
                     vec![
                         Match::EtherType(ETH_P_IP),
-                        in_set(vec![IifName, Ip4Saddr, EtherSaddr], ALLOW4, false),
+                        in_set(vec![IifName, Ip4Saddr], ALLOW4, false),
                     ],
                     Action::Accept,
                 ),
                 rule(
                     vec![
                         Match::EtherType(ETH_P_IPV6),
-                        in_set(vec![IifName, Ip6Saddr, EtherSaddr], ALLOW6, false),
+                        in_set(vec![IifName, Ip6Saddr], ALLOW6, false),
                     ],
                     Action::Accept,
                 ),
@@ -841,6 +848,14 @@ pub fn endpoint_elements(
             data: ElemData::None,
         },
     );
+    push(
+        TableFamily::Bridge,
+        ALL_MACS,
+        Element {
+            key: vec![mac],
+            data: ElemData::None,
+        },
+    );
     if !net.icc {
         push(
             TableFamily::Bridge,
@@ -860,7 +875,7 @@ pub fn endpoint_elements(
             TableFamily::Bridge,
             set,
             Element {
-                key: vec![veth(), Value::from(*ip), mac.clone()],
+                key: vec![veth(), Value::from(*ip)],
                 data: ElemData::None,
             },
         );
@@ -1293,13 +1308,16 @@ mod tests {
                 key: vec![
                     Value::Ifname("vethx".into()),
                     Value::Ipv4("10.1.0.5".parse().unwrap()),
-                    Value::Ether([2, 0, 0, 0, 0, 5])
                 ],
                 data: ElemData::None
             }]
         );
         assert_eq!(els[&(TableFamily::Bridge, ALLOW6)].len(), 1);
         assert_eq!(els[&(TableFamily::Bridge, VETHS)].len(), 1);
+        assert_eq!(
+            els[&(TableFamily::Bridge, ALL_MACS)][0].key,
+            vec![Value::Ether([2, 0, 0, 0, 0, 5])]
+        );
     }
 
     #[test]
@@ -1413,7 +1431,7 @@ mod tests {
                 let fams = if m.host_ip.is_some() { 1 } else { e.ips.len() };
                 usize::from(m.count) * fams
             }).sum();
-            prop_assert_eq!(n_elems, 2 + e.ips.len() + expected_ports);
+            prop_assert_eq!(n_elems, 3 + e.ips.len() + expected_ports);
             // the inverse batch deletes exactly what was added
             let del = endpoint_batch("netd", &n, &e, false).unwrap();
             prop_assert_eq!(del.len(), ops.len());

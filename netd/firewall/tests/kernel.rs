@@ -335,8 +335,8 @@ fn spoofed_source_ip_or_mac_is_dropped() {
         1,
         "only the honest connection reached the outside"
     );
-    // another MAC: everything from the port is dropped, also with the right IP
-    ca.ip(&["link", "set", "eth0", "address", "02:00:00:00:00:66"]);
+    // the sibling's MAC: everything from the port is dropped, also with the right IP
+    ca.ip(&["link", "set", "eth0", "address", "02:00:00:00:00:0b"]);
     let before = on_gw.seen().len();
     udp_send(ca, sa("10.18.0.2:4002"), gw);
     assert!(tcp_ask(ca, sa("10.18.0.3:8000"), None).is_err());
@@ -347,6 +347,14 @@ fn spoofed_source_ip_or_mac_is_dropped() {
         before + 3,
         "only the honest datagrams after the MAC change"
     );
+    // a MAC nobody owns (what a chained `tuning` plugin sets) keeps working with its own IP
+    ca.ip(&["link", "set", "eth0", "address", "02:00:00:00:00:66"]);
+    ca.ip(&["neigh", "flush", "all"]);
+    assert!(
+        honest_arrives(&on_gw, gw),
+        "a tuned MAC must still reach the gateway"
+    );
+    ca.ip(&["link", "set", "eth0", "address", "02:00:00:00:00:0a"]);
 }
 
 #[test]

@@ -61,6 +61,14 @@ enum Cmd {
     Disconnect(DisconnectArgs),
     /// Show daemon status.
     Status,
+    /// Show what a name resolves to on a network (netd's own records).
+    Dns {
+        /// Name (container name, alias, short id, name.network).
+        name: String,
+        /// Network.
+        #[arg(long, short)]
+        network: String,
+    },
     /// Print shell completions.
     Completions {
         /// Shell.
@@ -421,6 +429,18 @@ fn run(cli: Cli) -> Result<()> {
                 println!("state:     {}", s.state_dir);
                 println!("networks:  {}", s.networks);
                 println!("endpoints: {}", s.endpoints);
+            }
+        }
+        Cmd::Dns { name, network } => {
+            let a = c.resolve(&network, &name)?;
+            if json {
+                print_json(&a)?;
+            } else if a.addresses.is_empty() {
+                bail!("{name} is not known on network {network}");
+            } else {
+                for ip in a.addresses {
+                    println!("{ip}");
+                }
             }
         }
         Cmd::Completions { .. } => unreachable!("handled above"),

@@ -28,6 +28,21 @@ struct Args {
     /// Extra uid allowed to use the API besides root (repeatable).
     #[arg(long = "allow-uid")]
     allow_uids: Vec<u32>,
+    /// Do not program nftables (NAT, isolation, published ports).
+    #[arg(long)]
+    no_firewall: bool,
+    /// Do not serve DNS on the gateways.
+    #[arg(long)]
+    no_dns: bool,
+    /// Port of the DNS listeners on each gateway.
+    #[arg(long, default_value_t = 53)]
+    dns_port: u16,
+    /// Upstream timeout of the DNS forwarder, in milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    dns_upstream_timeout_ms: u64,
+    /// resolv.conf read for upstream DNS servers.
+    #[arg(long, default_value = "/etc/resolv.conf")]
+    resolv_conf: PathBuf,
     /// Seconds between sweeps that release endpoints whose namespace vanished.
     #[arg(long, default_value_t = 10)]
     gc_interval: u64,
@@ -55,6 +70,13 @@ async fn main() -> anyhow::Result<()> {
         cfg.subnet_pools = args.subnet_pools.clone();
     }
     cfg.gc_interval = std::time::Duration::from_secs(args.gc_interval.max(1));
+    cfg.firewall = !args.no_firewall;
+    cfg.dns = (!args.no_dns).then(|| netd_dns::DnsConfig {
+        port: args.dns_port,
+        upstream_timeout: std::time::Duration::from_millis(args.dns_upstream_timeout_ms.max(1)),
+        resolv_conf: args.resolv_conf.clone(),
+        ..Default::default()
+    });
     let daemon = Daemon::start(cfg)
         .await
         .with_context(|| format!("starting netd with state in {}", args.state_dir.display()))?;
@@ -73,7 +95,7 @@ async fn main() -> anyhow::Result<()> {
     info!(socket = %args.socket.display(), state_dir = %args.state_dir.display(), "netd ready");
     server::run(
         listener,
-        daemon,
+        daemon.clone(),
         AccessPolicy {
             allowed_uids: args.allow_uids,
         },
@@ -82,6 +104,7 @@ async fn main() -> anyhow::Result<()> {
     .await
     .context("serving the API")?;
     gc.abort();
+    daemon.shutdown().await;
     let _ = std::fs::remove_file(&args.socket);
     Ok(())
 }

@@ -101,6 +101,26 @@ impl Daemon {
             }
             .into());
         }
+        // Published ports another endpoint holds.
+        self.check_ports(&EndpointRecord {
+            endpoint: Endpoint {
+                network: network.to_string(),
+                container_id: req.container_id.clone(),
+                ifname: ifname.clone(),
+                name: None,
+                aliases: vec![],
+                netns: String::new(),
+                host_veth: host_veth.clone(),
+                mac: String::new(),
+                ips: vec![],
+                gateways: vec![],
+                port_mappings: req.port_mappings.clone(),
+                labels: Default::default(),
+                created: 0,
+            },
+            netns_dev: 0,
+            netns_ino: 0,
+        })?;
         // Refuse a taken interface name before any lease is taken (the first attachment of that
         // name stays untouched).
         let cont = Netlink::in_netns(&ns)?;
@@ -207,6 +227,10 @@ impl Daemon {
             peer_mac: Some(mac),
         })
         .await?;
+        let host_end = host.link_by_name(&ep.host_veth).await?;
+        if let Some(link) = &host_end {
+            host.set_hairpin(link.index, &link.name).await?;
+        }
         let inner =
             cont.link_by_name(&ep.ifname)
                 .await?
@@ -235,7 +259,6 @@ impl Daemon {
             }
         }
         cont.set_up(1, "lo").await?;
-        let host_end = host.link_by_name(&ep.host_veth).await?;
         self.plug_endpoint_up(&st.net, rec).await?;
         Ok(AttachResult {
             endpoint: ep.clone(),

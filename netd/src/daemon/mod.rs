@@ -23,7 +23,7 @@ use crate::netlink::Netlink;
 use crate::store::Store;
 
 /// Daemon settings.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Config {
     /// State directory (the store lives here).
     pub state_dir: PathBuf,
@@ -31,6 +31,10 @@ pub struct Config {
     pub subnet_pools: Vec<SubnetPool>,
     /// How often dead endpoints (namespace gone) are garbage-collected.
     pub gc_interval: std::time::Duration,
+    /// Program NAT, isolation and published ports in nftables.
+    pub firewall: bool,
+    /// Serve DNS on the gateways (None: off).
+    pub dns: Option<netd_dns::DnsConfig>,
 }
 
 impl Config {
@@ -40,6 +44,8 @@ impl Config {
             state_dir: state_dir.into(),
             subnet_pools: netd_ipam::default_pools(),
             gc_interval: std::time::Duration::from_secs(10),
+            firewall: true,
+            dns: Some(netd_dns::DnsConfig::default()),
         }
     }
 }
@@ -54,12 +60,19 @@ pub(crate) struct NetState {
 }
 
 /// Cloneable handle to the daemon.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Daemon {
     inner: Arc<Inner>,
 }
 
-#[derive(Debug)]
+impl std::fmt::Debug for Daemon {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Daemon")
+            .field("state_dir", &self.inner.cfg.state_dir)
+            .finish_non_exhaustive()
+    }
+}
+
 struct Inner {
     cfg: Config,
     store: Store,
@@ -68,6 +81,11 @@ struct Inner {
     /// Serializes network create/remove (rare; keeps subnet/bridge checks race-free).
     net_ops: tokio::sync::Mutex<()>,
     started: Instant,
+    firewall: Option<Arc<netd_firewall::Firewall>>,
+    dns: Option<netd_dns::Dns>,
+    /// True until start-up reconcile is done (firewall changes are batched into one sync).
+    starting: std::sync::atomic::AtomicBool,
+    drift_watch: std::sync::Mutex<Option<netd_firewall::DriftWatch>>,
 }
 
 /// Seconds since the Unix epoch.
@@ -94,6 +112,14 @@ impl Daemon {
         let dir = cfg.state_dir.clone();
         let store = blocking(move || Store::open(&dir)).await??;
         let host = Netlink::current()?;
+        let firewall = if cfg.firewall {
+            let fw = netd_firewall::Firewall::new("netd")
+                .map_err(|e| DaemonError::Subsystem(format!("opening nftables: {e}")))?;
+            Some(Arc::new(fw))
+        } else {
+            None
+        };
+        let dns = cfg.dns.clone().map(netd_dns::Dns::new);
         let daemon = Daemon {
             inner: Arc::new(Inner {
                 cfg,
@@ -102,9 +128,19 @@ impl Daemon {
                 networks: RwLock::new(BTreeMap::new()),
                 net_ops: tokio::sync::Mutex::new(()),
                 started: Instant::now(),
+                firewall,
+                dns,
+                starting: std::sync::atomic::AtomicBool::new(true),
+                drift_watch: std::sync::Mutex::new(None),
             }),
         };
         daemon.reconcile().await?;
+        daemon.firewall_sync().await?;
+        daemon
+            .inner
+            .starting
+            .store(false, std::sync::atomic::Ordering::Release);
+        daemon.spawn_drift_repair()?;
         Ok(daemon)
     }
 
@@ -134,6 +170,25 @@ impl Daemon {
             .values()
             .cloned()
             .collect()
+    }
+
+    /// Stops DNS listeners (kernel state and firewall tables stay in place).
+    pub async fn shutdown(&self) {
+        if let Some(dns) = &self.inner.dns {
+            dns.shutdown().await;
+        }
+        self.inner.drift_watch.lock().expect("drift lock").take();
+    }
+
+    /// What `name` resolves to on `network` (for `netctl dns`).
+    pub fn resolve(&self, network: &str, name: &str) -> Result<Vec<std::net::IpAddr>, DaemonError> {
+        self.net_state(network)?;
+        Ok(self
+            .inner
+            .dns
+            .as_ref()
+            .map(|d| d.lookup(network, name))
+            .unwrap_or_default())
     }
 
     /// Daemon status.

@@ -12,7 +12,8 @@ use netlink_packet_route::link::{
 };
 use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteMessage, RouteType};
 use rtnetlink::{
-    Handle, LinkBridge, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder,
+    Handle, LinkBridge, LinkBridgePort, LinkMessageBuilder, LinkUnspec, LinkVeth,
+    RouteMessageBuilder,
 };
 
 use super::NetlinkError;
@@ -191,6 +192,18 @@ impl Netlink {
             .execute()
             .await
             .map_err(|e| NetlinkError::kernel("setting up", name, e))
+    }
+
+    /// Turns hairpin mode on for a bridge port, so a container can reach its own published
+    /// port through the host address (the DNATed frame goes back out the port it came in on).
+    pub async fn set_hairpin(&self, index: u32, name: &str) -> Result<(), NetlinkError> {
+        let msg = LinkBridgePort::new(index).hairpin(true).build();
+        self.handle
+            .link()
+            .set_port(msg)
+            .execute()
+            .await
+            .map_err(|e| NetlinkError::kernel("setting hairpin mode on", name, e))
     }
 
     /// Enslaves an interface to a bridge.

@@ -24,6 +24,11 @@ use nix::sched::{setns, CloneFlags};
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
+/// One query a fake upstream received: (protocol, lowercase name, type).
+pub type SeenQuery = (&'static str, String, String);
+/// Shared log of received queries.
+pub type Seen = Arc<Mutex<Vec<SeenQuery>>>;
+
 /// Runs a command, panicking with its stderr when it fails.
 pub fn sh(args: &[&str]) -> String {
     let out = Command::new(args[0])
@@ -338,7 +343,7 @@ pub struct FakeUpstream {
     pub addr: SocketAddr,
     mode: Arc<AtomicU8>,
     /// Every (protocol, qname, qtype) received.
-    pub seen: Arc<Mutex<Vec<(&'static str, String, String)>>>,
+    pub seen: Seen,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<thread::JoinHandle<()>>,
 }
@@ -434,11 +439,7 @@ impl Drop for FakeUpstream {
     }
 }
 
-async fn serve_udp(
-    sock: Arc<tokio::net::UdpSocket>,
-    mode: Arc<AtomicU8>,
-    seen: Arc<Mutex<Vec<(&'static str, String, String)>>>,
-) {
+async fn serve_udp(sock: Arc<tokio::net::UdpSocket>, mode: Arc<AtomicU8>, seen: Seen) {
     let mut buf = vec![0u8; 65535];
     loop {
         let Ok((n, peer)) = sock.recv_from(&mut buf).await else {
@@ -450,11 +451,7 @@ async fn serve_udp(
     }
 }
 
-async fn serve_tcp(
-    listener: tokio::net::TcpListener,
-    mode: Arc<AtomicU8>,
-    seen: Arc<Mutex<Vec<(&'static str, String, String)>>>,
-) {
+async fn serve_tcp(listener: tokio::net::TcpListener, mode: Arc<AtomicU8>, seen: Seen) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     loop {
         let Ok((mut stream, _)) = listener.accept().await else {
@@ -503,7 +500,7 @@ fn respond(
     raw: &[u8],
     proto: &'static str,
     mode: &AtomicU8,
-    seen: &Mutex<Vec<(&'static str, String, String)>>,
+    seen: &Mutex<Vec<SeenQuery>>,
 ) -> Option<Vec<u8>> {
     let req = Message::from_vec(raw).ok()?;
     let q = req.queries.first()?.clone();
