@@ -322,7 +322,7 @@ fn full_or_read_only_disk_gives_clear_errors_and_no_corruption() {
             Ok(_) => {}
             Err(e) => {
                 assert_eq!(e.code(), Some(ErrorCode::Store), "{e}");
-                assert!(has_eth0(&ns) == false, "a failed attach left an interface");
+                assert!(!has_eth0(&ns), "a failed attach left an interface");
                 failures += 1;
             }
         }
