@@ -196,6 +196,54 @@ impl Netns {
         .expect("udp_ask thread")
     }
 
+    /// Points the namespace's resolver at `nameserver` (`/etc/netns/NAME/resolv.conf`, which
+    /// `ip netns exec` mounts over /etc/resolv.conf); removed again on drop.
+    pub fn use_nameserver(&self, nameserver: &str) {
+        let dir = format!("/etc/netns/{}", self.name);
+        std::fs::create_dir_all(&dir).expect("mkdir /etc/netns");
+        std::fs::write(
+            format!("{dir}/resolv.conf"),
+            format!("nameserver {nameserver}\n"),
+        )
+        .expect("resolv.conf");
+    }
+
+    /// `dig +short` of `name` (type `qtype`) against `server`, from inside the namespace.
+    pub fn dig(&self, server: &str, qtype: &str, name: &str) -> Vec<String> {
+        let out = self.exec(&[
+            "dig",
+            "+short",
+            "+time=2",
+            "+tries=1",
+            &format!("@{server}"),
+            qtype,
+            name,
+        ]);
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| l.trim().to_string())
+            .filter(|l| !l.is_empty() && !l.starts_with(';'))
+            .collect()
+    }
+
+    /// The status (`NOERROR`, `NXDOMAIN`, `REFUSED`, …) of a query from inside the namespace.
+    pub fn dig_status(&self, server: &str, qtype: &str, name: &str) -> String {
+        let out = self.exec(&[
+            "dig",
+            "+time=2",
+            "+tries=1",
+            &format!("@{server}"),
+            qtype,
+            name,
+        ]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.split("status: ")
+            .nth(1)
+            .and_then(|r| r.split(',').next())
+            .unwrap_or("NO ANSWER")
+            .to_string()
+    }
+
     /// Whether `ping -c1` from here to `addr` gets an answer.
     pub fn ping(&self, addr: &str) -> bool {
         self.exec(&["ping", "-c1", "-W2", addr]).status.success()
@@ -243,6 +291,7 @@ impl Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(format!("/etc/netns/{}", self.name));
         let _ = Command::new("ip")
             .args(["netns", "del", &self.name])
             .stderr(Stdio::null())
@@ -341,8 +390,17 @@ impl Host {
             } else {
                 vec!["--state-dir".into(), self.state_dir().into_os_string()]
             })
+            .args(if self.extra_args.iter().any(|a| a == "--resolv-conf") {
+                vec![]
+            } else {
+                // Upstream DNS for tests: loopback of the host namespace, where nothing
+                // listens, so forwarded names fail fast and no query leaves the sandbox.
+                let rc = self.dir.path().join("resolv.conf");
+                std::fs::write(&rc, "nameserver 127.0.0.1\n").expect("resolv.conf");
+                vec!["--resolv-conf".into(), rc.into_os_string()]
+            })
             .args(&self.extra_args)
-            .env("NETD_LOG", "debug")
+            .env("NETD_LOG", "debug,hickory_server=warn,hickory_proto=warn")
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))

@@ -50,7 +50,8 @@ struct Args {
 
 fn init_logs(format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("NETD_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        // hickory-server logs every query at info: far too loud for a daemon.
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,hickory_server=warn"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
