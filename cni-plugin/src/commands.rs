@@ -2,7 +2,6 @@
 //! CHECK asks netd to verify and compares with `prevResult`, GC and STATUS forward to netd.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::IpAddr;
 use std::path::Path;
 use std::time::Duration;
 
@@ -145,9 +144,9 @@ pub fn ensure_network(
     // A racing ADD may create the network between our look-up and our create; the loser
     // re-reads it. Three rounds cover a create/remove race too.
     for _ in 0..3 {
-        match client.run(|c| c.inspect_network(name)) {
+        match client.get_network(name) {
             Ok(found) => {
-                let diffs = def.differences(&found.network);
+                let diffs = def.differences(&found);
                 if !diffs.is_empty() {
                     return Err(Error::InvalidConfig(format!(
                         "network {name} exists with a definition that differs from the CNI \
@@ -155,7 +154,7 @@ pub fn ensure_network(
                         diffs.join("; ")
                     )));
                 }
-                return Ok(found.network);
+                return Ok(found);
             }
             Err(e) if is(&e, &[ErrorCode::NetworkNotFound]) => {
                 let req = def.create_request(name);
@@ -360,46 +359,15 @@ pub fn status(inv: &Invocation<'_>) -> Result<(), Error> {
     }
 }
 
-fn to_u128(ip: IpAddr) -> u128 {
-    match ip {
-        IpAddr::V4(a) => u32::from(a) as u128,
-        IpAddr::V6(a) => u128::from(a),
-    }
-}
-
-/// Why ADD would fail for lack of addresses, if it would: some subnet's dynamic range has
-/// every assignable address in use. Assignable excludes what netd's IPAM never hands out (the
-/// network address, the IPv4 broadcast, the gateway, auxiliary addresses).
+/// Why ADD would fail for lack of addresses, if it would: netd reports a subnet whose dynamic
+/// range has no free address left (its own IPAM's count, so the rules cannot drift apart).
 pub fn exhausted(net: &NetworkInspect) -> Option<String> {
-    for s in &net.network.subnets {
-        let range = s.ip_range.unwrap_or(s.subnet);
-        let (lo, hi) = (to_u128(range.network()), to_u128(range.broadcast()));
-        let size = (hi - lo).saturating_add(1);
-        let in_range = |ip: &IpAddr| range.contains(ip);
-        let mut reserved: BTreeSet<IpAddr> = BTreeSet::new();
-        reserved.insert(s.subnet.network());
-        if s.subnet.addr().is_ipv4() {
-            reserved.insert(s.subnet.broadcast());
-        }
-        reserved.insert(s.gateway);
-        reserved.extend(net.network.aux_addresses.iter().copied());
-        let reserved: BTreeSet<IpAddr> = reserved.into_iter().filter(in_range).collect();
-        let used: BTreeSet<IpAddr> = net
-            .endpoints
-            .iter()
-            .flat_map(|e| e.ips.iter().map(|n| n.addr()))
-            .filter(|ip| in_range(ip) && !reserved.contains(ip))
-            .collect();
-        let capacity = size.saturating_sub(reserved.len() as u128);
-        if used.len() as u128 >= capacity {
-            return Some(format!(
-                "network {}: no free address left in {range} ({} of {capacity} in use)",
-                net.network.name,
-                used.len()
-            ));
-        }
-    }
-    None
+    net.usage.iter().find(|u| u.free == 0).map(|u| {
+        format!(
+            "network {}: no free address left in {} ({} in use)",
+            net.network.name, u.subnet, u.used
+        )
+    })
 }
 
 #[cfg(test)]
@@ -407,9 +375,26 @@ mod tests {
     use super::*;
     use crate::config::{PrevInterface, PrevIp, PrevResult};
     use netd_api::{Endpoint, Subnet};
+    use std::net::IpAddr;
 
     fn net(subnet: &str, gw: &str, range: Option<&str>, used: &[&str]) -> NetworkInspect {
+        let pool = netd_ipam::Pool::new(
+            subnet.parse().unwrap(),
+            range.map(|r| r.parse().unwrap()),
+            Some(gw.parse().unwrap()),
+            [],
+        )
+        .unwrap();
+        let used_set: BTreeSet<IpAddr> = used
+            .iter()
+            .map(|u| u.parse::<IpNet>().unwrap().addr())
+            .collect();
         NetworkInspect {
+            usage: vec![netd_api::SubnetUsage {
+                subnet: subnet.parse().unwrap(),
+                used: used.len() as u64,
+                free: u64::try_from(pool.free_count(&used_set)).unwrap_or(u64::MAX),
+            }],
             network: Network {
                 name: "n".into(),
                 id: "1".into(),

@@ -125,11 +125,23 @@ async fn create(
     Ok((StatusCode::CREATED, Json(d.create_network(req).await?)))
 }
 
+#[derive(Deserialize)]
+struct InspectQuery {
+    #[serde(default = "yes")]
+    endpoints: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
 async fn inspect(
     State(d): State<Daemon>,
     UrlPath(name): UrlPath<String>,
+    q: Result<Query<InspectQuery>, QueryRejection>,
 ) -> ApiResult<netd_api::NetworkInspect> {
-    Ok(Json(d.inspect_network(&name).await?))
+    let Query(q) = q?;
+    Ok(Json(d.inspect_network(&name, q.endpoints).await?))
 }
 
 async fn remove(

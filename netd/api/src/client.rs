@@ -230,6 +230,15 @@ impl Client {
         .await
     }
 
+    /// `GET /v1/networks/{name}?endpoints=false`: the definition only, cheap whatever the
+    /// number of endpoints (what every CNI ADD needs).
+    pub async fn get_network(&self, name: &str) -> Result<Network, ClientError> {
+        let path = format!("/v1/networks/{}?endpoints=false", seg(name));
+        self.call::<NetworkInspect>(Method::GET, &path, None::<&()>)
+            .await
+            .map(|i| i.network)
+    }
+
     /// `DELETE /v1/networks/{name}[?force=true]`.
     pub async fn remove_network(&self, name: &str, force: bool) -> Result<(), ClientError> {
         let path = format!("/v1/networks/{}?force={force}", seg(name));
@@ -351,6 +360,11 @@ impl BlockingClient {
     /// Blocking [`Client::inspect_network`].
     pub fn inspect_network(&self, name: &str) -> Result<NetworkInspect, ClientError> {
         self.rt.block_on(self.inner.inspect_network(name))
+    }
+
+    /// Blocking [`Client::get_network`].
+    pub fn get_network(&self, name: &str) -> Result<Network, ClientError> {
+        self.rt.block_on(self.inner.get_network(name))
     }
 
     /// Blocking [`Client::remove_network`].

@@ -130,6 +130,20 @@ pub struct NetworkInspect {
     /// Address leases (each belongs to exactly one endpoint).
     #[serde(default)]
     pub leases: Vec<Lease>,
+    /// Per-subnet address usage.
+    #[serde(default)]
+    pub usage: Vec<SubnetUsage>,
+}
+
+/// How full one subnet's dynamic range is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubnetUsage {
+    /// The subnet.
+    pub subnet: IpNet,
+    /// Leased addresses in the subnet.
+    pub used: u64,
+    /// Addresses dynamic allocation can still hand out (saturates for huge IPv6 ranges).
+    pub free: u64,
 }
 
 /// One leased address.

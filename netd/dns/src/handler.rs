@@ -11,12 +11,16 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use hickory_proto::op::{Edns, Header, HeaderCounts, Metadata, OpCode, Query, ResponseCode};
+use hickory_proto::op::{
+    Edns, Header, HeaderCounts, MessageType, Metadata, OpCode, Query, ResponseCode,
+};
 use hickory_proto::rr::{DNSClass, Record, RecordType};
-use hickory_server::net::runtime::Time;
+use hickory_proto::serialize::binary::BinEncoder;
+use hickory_server::net::runtime::{Time, TokioTime};
 use hickory_server::net::xfer::Protocol;
+use hickory_server::net::NetError;
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
-use hickory_server::zone_handler::MessageResponseBuilder;
+use hickory_server::zone_handler::{MessageResponse, MessageResponseBuilder};
 use tracing::{debug, warn};
 
 use crate::forward::Forwarder;
@@ -194,4 +198,65 @@ impl RequestHandler for Handler {
             }
         }
     }
+}
+
+/// A response handler that keeps the encoded reply instead of sending it, sized the way
+/// hickory's own UDP/TCP handle sizes it (EDNS payload or 512 over UDP, 64 KiB over TCP).
+#[derive(Clone)]
+struct Capture {
+    protocol: Protocol,
+    reply: Arc<std::sync::Mutex<Option<Vec<u8>>>>,
+}
+
+#[async_trait::async_trait]
+impl ResponseHandler for Capture {
+    async fn send_response<'a>(
+        &mut self,
+        response: MessageResponse<
+            '_,
+            'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+        >,
+    ) -> Result<ResponseInfo, NetError> {
+        let max = match (self.protocol, response.edns()) {
+            (Protocol::Udp, Some(e)) => e.max_payload(),
+            (Protocol::Udp, None) => 512,
+            _ => u16::MAX,
+        };
+        let mut bytes = Vec::with_capacity(512);
+        let mut encoder = BinEncoder::new(&mut bytes);
+        encoder.set_max_size(max);
+        let info = response.destructive_emit(&mut encoder)?;
+        *self.reply.lock().unwrap_or_else(|p| p.into_inner()) = Some(bytes);
+        Ok(info)
+    }
+}
+
+/// Runs one raw message through the same steps as a listener (decode, drop responses, handle,
+/// encode) without any socket; see [`crate::Dns::answer_raw`].
+pub(crate) async fn answer_raw(
+    handler: &Handler,
+    packet: &[u8],
+    src: SocketAddr,
+    tcp: bool,
+) -> Option<Vec<u8>> {
+    let protocol = if tcp { Protocol::Tcp } else { Protocol::Udp };
+    // hickory-server drops what is shorter than a header and answers undecodable bodies with
+    // FORMERR itself, before our handler; neither reaches netd code.
+    let request = Request::from_bytes(packet.to_vec(), src, protocol).ok()?;
+    if request.metadata.message_type == MessageType::Response {
+        return None;
+    }
+    let capture = Capture {
+        protocol,
+        reply: Arc::default(),
+    };
+    handler
+        .handle_request::<_, TokioTime>(&request, capture.clone())
+        .await;
+    let reply = capture.reply.lock().unwrap_or_else(|p| p.into_inner()).take();
+    reply
 }

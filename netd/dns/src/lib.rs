@@ -339,6 +339,16 @@ impl Dns {
             .unwrap_or_default()
     }
 
+    /// Test hook for fuzzing and tests: answers one raw DNS message as if it had arrived from
+    /// `src` over UDP (or TCP), with no socket involved, and returns the encoded reply; `None`
+    /// where a listener sends nothing or hickory-server answers before netd's handler runs
+    /// (shorter than a header, a response message, an undecodable body). Networks added with
+    /// an empty `listen` list are answered for without binding anything.
+    #[doc(hidden)]
+    pub async fn answer_raw(&self, packet: &[u8], src: SocketAddr, tcp: bool) -> Option<Vec<u8>> {
+        handler::answer_raw(&Handler(self.inner.shared.clone()), packet, src, tcp).await
+    }
+
     /// Stops every listener and forgets every network.
     pub async fn shutdown(&self) {
         let names: Vec<String> = self.inner.servers.lock().await.keys().cloned().collect();

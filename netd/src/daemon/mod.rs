@@ -223,14 +223,37 @@ impl Daemon {
             .collect())
     }
 
-    /// One network with its endpoints.
-    pub async fn inspect_network(&self, name: &str) -> Result<NetworkInspect, DaemonError> {
+    /// One network; with `detail`, also its endpoints, leases and per-subnet usage.
+    pub async fn inspect_network(
+        &self,
+        name: &str,
+        detail: bool,
+    ) -> Result<NetworkInspect, DaemonError> {
         let st = self.net_state(name)?;
+        if !detail {
+            return Ok(NetworkInspect {
+                network: st.net.clone(),
+                endpoints: vec![],
+                leases: vec![],
+                usage: vec![],
+            });
+        }
         let store = self.store().clone();
         let n = name.to_string();
         let (eps, leases) =
             blocking(move || Ok::<_, DaemonError>((store.endpoints(&n)?, store.leases(&n)?)))
                 .await??;
+        let used: std::collections::BTreeSet<std::net::IpAddr> =
+            leases.iter().map(|(ip, _)| *ip).collect();
+        let usage = st
+            .pools
+            .iter()
+            .map(|p| netd_api::SubnetUsage {
+                subnet: p.subnet(),
+                used: used.iter().filter(|ip| p.subnet().contains(*ip)).count() as u64,
+                free: u64::try_from(p.free_count(&used)).unwrap_or(u64::MAX),
+            })
+            .collect();
         let prefix = format!("{name}/");
         Ok(NetworkInspect {
             network: st.net.clone(),
@@ -242,6 +265,7 @@ impl Daemon {
                     endpoint: key.strip_prefix(&prefix).unwrap_or(&key).to_string(),
                 })
                 .collect(),
+            usage,
         })
     }
 }
