@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what netd needs, builds it, and shows its main job: a network and two containers
-# that reach each other. The demo runs netd in a private "host" network namespace and removes
+# that ping each other by name (netd's DNS on the network's gateway). The demo runs netd in a private "host" network namespace and removes
 # everything it made on exit, so the machine's own network is left as it was.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,7 +11,10 @@ tag=netd-demo-$$
 work=$(mktemp -d)
 cleanup() {
   [ -n "${netd_pid:-}" ] && kill "$netd_pid" 2>/dev/null && wait "$netd_pid" 2>/dev/null || true
-  for ns in "$tag-host" "$tag-c1" "$tag-c2"; do ip netns del "$ns" 2>/dev/null || true; done
+  for ns in "$tag-host" "$tag-c1" "$tag-c2"; do
+    ip netns del "$ns" 2>/dev/null || true
+    rm -rf "/etc/netns/$ns"
+  done
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -26,8 +29,15 @@ set -x
 "$BIN/netctl" connect mynet --netns "/run/netns/$tag-c2" --name db
 "$BIN/netctl" ls
 "$BIN/netctl" inspect mynet
-db_ip=$("$BIN/netctl" --format json inspect mynet | python3 -c 'import json,sys; print([e["ips"][0].split("/")[0] for e in json.load(sys.stdin)["endpoints"] if e["name"]=="db"][0])')
-ip netns exec "$tag-c1" ping -c2 "$db_ip"
+gw=$("$BIN/netctl" --format json inspect mynet | python3 -c 'import json,sys; print(json.load(sys.stdin)["subnets"][0]["gateway"])')
+# Each container uses netd's DNS on its gateway (what a runtime writes into resolv.conf).
+for c in c1 c2; do
+  mkdir -p "/etc/netns/$tag-$c"
+  echo "nameserver $gw" > "/etc/netns/$tag-$c/resolv.conf"
+done
+"$BIN/netctl" dns db --network mynet
+ip netns exec "$tag-c1" ping -c2 db
+ip netns exec "$tag-c2" ping -c2 web
 "$BIN/netctl" disconnect mynet --netns "/run/netns/$tag-c1"
 "$BIN/netctl" rm mynet --force
 set +x

@@ -938,7 +938,7 @@ impl Outside {
 /// A shell line sending `GET /` to `addr:port` with busybox's `nc` (in containers and in
 /// namespaces using the machine's binaries alike) and printing the answer.
 pub fn nc_get(addr: &str, port: u16) -> String {
-    format!("printf 'GET / HTTP/1.0\\r\\n\\r\\n' | busybox nc -w 3 {addr} {port}")
+    format!("printf 'GET / HTTP/1.0\\r\\n\\r\\n' | timeout 5 busybox nc -w 3 {addr} {port}")
 }
 
 /// Runs a command printing an HTTP response; the body if the status was 200.

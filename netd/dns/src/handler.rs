@@ -15,7 +15,7 @@ use hickory_proto::op::{
     Edns, Header, HeaderCounts, MessageType, Metadata, OpCode, Query, ResponseCode,
 };
 use hickory_proto::rr::{DNSClass, Record, RecordType};
-use hickory_proto::serialize::binary::BinEncoder;
+use hickory_proto::serialize::binary::{BinEncodable, BinEncoder};
 use hickory_server::net::runtime::{Time, TokioTime};
 use hickory_server::net::xfer::Protocol;
 use hickory_server::net::NetError;
@@ -226,10 +226,26 @@ impl ResponseHandler for Capture {
             (Protocol::Udp, None) => 512,
             _ => u16::MAX,
         };
+        let id = response.metadata().id;
         let mut bytes = Vec::with_capacity(512);
         let mut encoder = BinEncoder::new(&mut bytes);
         encoder.set_max_size(max);
-        let info = response.destructive_emit(&mut encoder)?;
+        let info = match response.destructive_emit(&mut encoder) {
+            Ok(info) => info,
+            Err(_) => {
+                // As hickory's own handle does: an unencodable reply becomes a bare SERVFAIL.
+                bytes.clear();
+                let mut encoder = BinEncoder::new(&mut bytes);
+                let mut metadata = Metadata::new(id, MessageType::Response, OpCode::Query);
+                metadata.response_code = ResponseCode::ServFail;
+                let header = Header {
+                    metadata,
+                    counts: HeaderCounts::default(),
+                };
+                header.emit(&mut encoder)?;
+                ResponseInfo::from(header)
+            }
+        };
         *self.reply.lock().unwrap_or_else(|p| p.into_inner()) = Some(bytes);
         Ok(info)
     }
