@@ -256,3 +256,32 @@ fn firewall_tables_are_restored_after_a_flush() {
     h.restart();
     assert_eq!(set_elems(&h, "pub4_any").len(), before);
 }
+
+#[test]
+fn snat_to_a_fixed_host_address() {
+    let h = Host::start();
+    let out = outside(&h.ns);
+    out.tcp_whoami("203.0.113.2:7777");
+    let uplink =
+        h.ns.links()
+            .into_iter()
+            .find(|l| l.starts_with("up"))
+            .expect("uplink");
+    must(h.ns.cmd(&["ip", "addr", "add", "203.0.113.5/24", "dev", &uplink]));
+    h.netctl_ok(&[
+        "create",
+        "sn",
+        "--subnet",
+        "10.98.0.0/24",
+        "--snat",
+        "203.0.113.5",
+    ]);
+    let c = h.container("c");
+    h.netctl_ok(&["connect", "sn", "--netns", &c.path(), "--name", "c"]);
+    assert_eq!(
+        c.tcp_ask("203.0.113.2:7777").as_deref(),
+        Some("203.0.113.5")
+    );
+    let o = h.netctl(&["create", "bad", "--internal", "--snat", "203.0.113.5"]);
+    assert!(!o.status.success());
+}

@@ -779,6 +779,7 @@ mod tests {
             mtu: None,
             masquerade: true,
             icc: true,
+            snat: None,
             dns_domain: None,
             dns_upstreams: vec![],
             labels: Default::default(),

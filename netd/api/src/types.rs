@@ -50,6 +50,9 @@ pub struct CreateNetwork {
     /// Inter-container communication inside the bridge (default true).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub icc: Option<bool>,
+    /// SNAT outgoing traffic to this host address instead of masquerading.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snat: Option<IpAddr>,
     /// DNS search domain served for this network, e.g. `mynet.netd`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dns_domain: Option<String>,
@@ -96,6 +99,9 @@ pub struct Network {
     pub masquerade: bool,
     /// Inter-container communication allowed.
     pub icc: bool,
+    /// Fixed source address for outgoing traffic (instead of masquerade).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snat: Option<IpAddr>,
     /// DNS search domain.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dns_domain: Option<String>,

@@ -273,6 +273,10 @@ pub(crate) async fn answer_raw(
     handler
         .handle_request::<_, TokioTime>(&request, capture.clone())
         .await;
-    let reply = capture.reply.lock().unwrap_or_else(|p| p.into_inner()).take();
+    let reply = capture
+        .reply
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take();
     reply
 }

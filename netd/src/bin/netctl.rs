@@ -107,6 +107,9 @@ struct CreateArgs {
     /// Block traffic between containers of this network.
     #[arg(long)]
     disable_icc: bool,
+    /// SNAT outgoing traffic to this host address instead of masquerading.
+    #[arg(long)]
+    snat: Option<IpAddr>,
     /// DNS search domain (e.g. mynet.netd).
     #[arg(long)]
     dns_domain: Option<String>,
@@ -228,6 +231,7 @@ fn build_create(a: CreateArgs) -> Result<CreateNetwork> {
         bridge: a.bridge,
         masquerade: Some(!a.no_masquerade),
         icc: Some(!a.disable_icc),
+        snat: a.snat,
         dns_domain: a.dns_domain,
         dns_upstreams: a.dns_upstream,
         labels,

@@ -114,6 +114,18 @@ impl Daemon {
                 )));
             }
         }
+        if let Some(ip) = req.snat {
+            if req.internal {
+                return Err(DaemonError::InvalidRequest(
+                    "an internal network has no outgoing traffic to SNAT".into(),
+                ));
+            }
+            if ip.is_unspecified() || ip.is_multicast() || ip.is_loopback() {
+                return Err(DaemonError::InvalidAddress(format!(
+                    "snat address {ip} must be a unicast host address"
+                )));
+            }
+        }
         for u in &req.dns_upstreams {
             let ok = u.parse::<IpAddr>().is_ok() || u.parse::<std::net::SocketAddr>().is_ok();
             if !ok {
@@ -241,6 +253,7 @@ impl Daemon {
             mtu: req.mtu,
             masquerade: req.masquerade.unwrap_or(true) && !req.internal,
             icc: req.icc.unwrap_or(true),
+            snat: req.snat,
             dns_domain: req.dns_domain.clone(),
             dns_upstreams: req.dns_upstreams.clone(),
             labels: req.labels.clone(),

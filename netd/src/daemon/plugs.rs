@@ -25,7 +25,7 @@ pub(crate) fn network_spec(net: &Network, dns_port: u16) -> NetworkSpec {
         gateways: net.subnets.iter().map(|s| s.gateway).collect(),
         internal: net.internal,
         masquerade: net.masquerade,
-        snat: None,
+        snat: net.snat,
         icc: net.icc,
         dns_port,
     }
