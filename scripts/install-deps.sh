@@ -11,7 +11,8 @@ apt-get install -y -qq --no-install-recommends \
   build-essential pkg-config clang libclang-dev \
   iproute2 iputils-ping nftables libnftnl-dev libmnl-dev \
   dnsutils dnsmasq-base procps psmisc curl ca-certificates \
-  containernetworking-plugins >/dev/null
+  containernetworking-plugins \
+  podman conmon runc containerd docker.io busybox-static protobuf-compiler >/dev/null
 if ! command -v cargo >/dev/null 2>&1; then
   echo "install-deps.sh: a Rust toolchain (cargo >= 1.85, e.g. from rustup) is required" >&2
   exit 1

@@ -116,6 +116,35 @@ impl EndpointRecord {
     }
 }
 
+/// What a transaction body can fail with: a database error (wrapped with context by the
+/// caller) or a store-level refusal passed through as is.
+enum Fail {
+    Db(redb::Error),
+    Store(StoreError),
+}
+
+macro_rules! fail_from_redb {
+    ($($t:ty),*) => {$(
+        impl From<$t> for Fail {
+            fn from(e: $t) -> Self {
+                Fail::Db(e.into())
+            }
+        }
+    )*};
+}
+fail_from_redb!(
+    redb::Error,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError
+);
+
+impl From<StoreError> for Fail {
+    fn from(e: StoreError) -> Self {
+        Fail::Store(e)
+    }
+}
+
 /// Key of an endpoint: names never contain '/', so it is unambiguous and prefix-scannable.
 pub fn endpoint_key(network: &str, container_id: &str, ifname: &str) -> String {
     format!("{network}/{container_id}/{ifname}")
@@ -173,37 +202,29 @@ impl Store {
             db: Arc::new(db),
             path,
         };
-        store
-            .write("initialising", |tx| {
-                let mut meta = tx.open_table(META)?;
-                let found = meta.get("schema_version")?.map(|v| v.value().to_string());
-                match found {
-                    Some(v) if v.parse::<u32>().map_or(true, |n| n > SCHEMA_VERSION) => {
-                        return Ok(Err(StoreError::NewerSchema {
-                            path: PathBuf::new(),
-                            found: v,
-                        }));
-                    }
-                    Some(_) => {}
-                    None => {
-                        meta.insert("schema_version", SCHEMA_VERSION.to_string().as_str())?;
-                    }
+        store.write("initialising", |tx| {
+            let mut meta = tx.open_table(META)?;
+            let found = meta.get("schema_version")?.map(|v| v.value().to_string());
+            match found {
+                Some(v) if v.parse::<u32>().map_or(true, |n| n > SCHEMA_VERSION) => {
+                    return Err(Fail::Store(StoreError::NewerSchema {
+                        path: store.path.clone(),
+                        found: v,
+                    }));
                 }
-                drop(meta);
-                // Create every table so readers never meet a missing one.
-                tx.open_table(NETWORKS)?;
-                tx.open_table(ENDPOINTS)?;
-                tx.open_table(LEASES)?;
-                tx.open_table(CURSORS)?;
-                Ok(Ok(()))
-            })
-            .map_err(|e| match e {
-                StoreError::NewerSchema { found, .. } => StoreError::NewerSchema {
-                    path: store.path.clone(),
-                    found,
-                },
-                e => e,
-            })?;
+                Some(_) => {}
+                None => {
+                    meta.insert("schema_version", SCHEMA_VERSION.to_string().as_str())?;
+                }
+            }
+            drop(meta);
+            // Create every table so readers never meet a missing one.
+            tx.open_table(NETWORKS)?;
+            tx.open_table(ENDPOINTS)?;
+            tx.open_table(LEASES)?;
+            tx.open_table(CURSORS)?;
+            Ok(())
+        })?;
         Ok(store)
     }
 
@@ -220,65 +241,72 @@ impl Store {
         }
     }
 
-    /// Runs `f` in one write transaction; commits only if it returns `Ok(Ok(_))`.
+    fn fail(&self, op: &'static str, f: Fail) -> StoreError {
+        match f {
+            Fail::Db(e) => self.db_err(op, e),
+            Fail::Store(e) => e,
+        }
+    }
+
+    /// Runs `f` in one write transaction; commits only if it succeeds.
     fn write<T>(
         &self,
         op: &'static str,
-        f: impl FnOnce(&redb::WriteTransaction) -> Result<Result<T, StoreError>, redb::Error>,
+        f: impl FnOnce(&redb::WriteTransaction) -> Result<T, Fail>,
     ) -> Result<T, StoreError> {
         let tx = self.db.begin_write().map_err(|e| self.db_err(op, e))?;
         match f(&tx) {
-            Ok(Ok(v)) => {
+            Ok(v) => {
                 tx.commit().map_err(|e| self.db_err(op, e))?;
                 Ok(v)
             }
-            Ok(Err(e)) => {
-                let _ = tx.abort();
-                Err(e)
-            }
             Err(e) => {
                 let _ = tx.abort();
-                Err(self.db_err(op, e))
+                Err(self.fail(op, e))
             }
         }
+    }
+
+    /// Runs `f` in one read transaction (a consistent snapshot).
+    fn read<T>(
+        &self,
+        op: &'static str,
+        f: impl FnOnce(&redb::ReadTransaction) -> Result<T, Fail>,
+    ) -> Result<T, StoreError> {
+        let tx = self.db.begin_read().map_err(|e| self.db_err(op, e))?;
+        f(&tx).map_err(|e| self.fail(op, e))
     }
 
     /// Loads every network and endpoint.
     pub fn load(&self) -> Result<Snapshot, StoreError> {
-        let op = "reading";
-        let tx = self.db.begin_read().map_err(|e| self.db_err(op, e))?;
-        let mut snap = Snapshot::default();
-        let nets = tx.open_table(NETWORKS).map_err(|e| self.db_err(op, e))?;
-        for row in nets.iter().map_err(|e| self.db_err(op, e))? {
-            let (k, v) = row.map_err(|e| self.db_err(op, e))?;
-            snap.networks.push(decode("network", k.value(), v.value())?);
-        }
-        let eps = tx.open_table(ENDPOINTS).map_err(|e| self.db_err(op, e))?;
-        for row in eps.iter().map_err(|e| self.db_err(op, e))? {
-            let (k, v) = row.map_err(|e| self.db_err(op, e))?;
-            snap.endpoints
-                .push(decode("endpoint", k.value(), v.value())?);
-        }
-        Ok(snap)
+        self.read("reading", |tx| {
+            let mut snap = Snapshot::default();
+            for row in tx.open_table(NETWORKS)?.iter()? {
+                let (k, v) = row?;
+                snap.networks.push(decode("network", k.value(), v.value())?);
+            }
+            for row in tx.open_table(ENDPOINTS)?.iter()? {
+                let (k, v) = row?;
+                snap.endpoints
+                    .push(decode("endpoint", k.value(), v.value())?);
+            }
+            Ok(snap)
+        })
     }
 
     /// Every lease of `network` as (address, endpoint key).
     pub fn leases(&self, network: &str) -> Result<Vec<(IpAddr, String)>, StoreError> {
-        let op = "reading leases";
-        let tx = self.db.begin_read().map_err(|e| self.db_err(op, e))?;
-        let t = tx.open_table(LEASES).map_err(|e| self.db_err(op, e))?;
         let (lo, hi) = prefix_range(network);
-        let mut out = Vec::new();
-        for row in t
-            .range(lo.as_str()..hi.as_str())
-            .map_err(|e| self.db_err(op, e))?
-        {
-            let (k, v) = row.map_err(|e| self.db_err(op, e))?;
-            if let Some(ip) = lease_ip(k.value()) {
-                out.push((ip, v.value().to_string()));
+        self.read("reading leases", |tx| {
+            let mut out = Vec::new();
+            for row in tx.open_table(LEASES)?.range(lo.as_str()..hi.as_str())? {
+                let (k, v) = row?;
+                if let Some(ip) = lease_ip(k.value()) {
+                    out.push((ip, v.value().to_string()));
+                }
             }
-        }
-        Ok(out)
+            Ok(out)
+        })
     }
 
     /// Adds a network; fails if the name is taken.
@@ -287,10 +315,10 @@ impl Store {
         self.write("storing network", |tx| {
             let mut t = tx.open_table(NETWORKS)?;
             if t.get(net.name.as_str())?.is_some() {
-                return Ok(Err(StoreError::NetworkExists(net.name.clone())));
+                return Err(Fail::Store(StoreError::NetworkExists(net.name.clone())));
             }
             t.insert(net.name.as_str(), bytes.as_slice())?;
-            Ok(Ok(()))
+            Ok(())
         })
     }
 
@@ -305,7 +333,7 @@ impl Store {
                 .retain_in(lo.as_str()..hi.as_str(), |_, _| false)?;
             tx.open_table(CURSORS)?
                 .retain_in(lo.as_str()..hi.as_str(), |_, _| false)?;
-            Ok(Ok(()))
+            Ok(())
         })
     }
 
@@ -333,7 +361,7 @@ impl Store {
         self.write("recording endpoint", |tx| {
             let mut eps = tx.open_table(ENDPOINTS)?;
             if eps.get(key.as_str())?.is_some() {
-                return Ok(Err(StoreError::EndpointExists {
+                return Err(Fail::Store(StoreError::EndpointExists {
                     network: network.to_string(),
                     container_id: container_id.to_string(),
                     ifname: ifname.to_string(),
@@ -355,7 +383,7 @@ impl Store {
                     Some(ip) => match pool.check_static(*ip, &used) {
                         Ok(()) => *ip,
                         Err(source) => {
-                            return Ok(Err(StoreError::Ipam {
+                            return Err(Fail::Store(StoreError::Ipam {
                                 network: network.to_string(),
                                 source: Box::new(source),
                             }))
@@ -372,7 +400,7 @@ impl Store {
                                 ip
                             }
                             Err(source) => {
-                                return Ok(Err(StoreError::Ipam {
+                                return Err(Fail::Store(StoreError::Ipam {
                                     network: network.to_string(),
                                     source: Box::new(source),
                                 }))
@@ -387,7 +415,7 @@ impl Store {
             let rec = build(chosen);
             let bytes = serde_json::to_vec(&rec).expect("endpoint serializes");
             eps.insert(key.as_str(), bytes.as_slice())?;
-            Ok(Ok(rec))
+            Ok(rec)
         })
     }
 
@@ -398,7 +426,7 @@ impl Store {
         self.write("updating endpoint", |tx| {
             tx.open_table(ENDPOINTS)?
                 .insert(key.as_str(), bytes.as_slice())?;
-            Ok(Ok(()))
+            Ok(())
         })
     }
 
@@ -409,9 +437,9 @@ impl Store {
             let rec: EndpointRecord = match eps.remove(key)? {
                 Some(v) => match decode("endpoint", key, v.value()) {
                     Ok(r) => r,
-                    Err(e) => return Ok(Err(e)),
+                    Err(e) => return Err(Fail::Store(e)),
                 },
-                None => return Ok(Ok(None)),
+                None => return Ok(None),
             };
             let mut leases = tx.open_table(LEASES)?;
             for ip in &rec.endpoint.ips {
@@ -422,36 +450,31 @@ impl Store {
                     leases.remove(lkey.as_str())?;
                 }
             }
-            Ok(Ok(Some(rec)))
+            Ok(Some(rec))
         })
     }
 
     /// Looks one endpoint up.
     pub fn endpoint(&self, key: &str) -> Result<Option<EndpointRecord>, StoreError> {
-        let op = "reading endpoint";
-        let tx = self.db.begin_read().map_err(|e| self.db_err(op, e))?;
-        let t = tx.open_table(ENDPOINTS).map_err(|e| self.db_err(op, e))?;
-        match t.get(key).map_err(|e| self.db_err(op, e))? {
-            Some(v) => Ok(Some(decode("endpoint", key, v.value())?)),
-            None => Ok(None),
-        }
+        self.read("reading endpoint", |tx| {
+            match tx.open_table(ENDPOINTS)?.get(key)? {
+                Some(v) => Ok(Some(decode("endpoint", key, v.value())?)),
+                None => Ok(None),
+            }
+        })
     }
 
     /// Endpoints of one network.
     pub fn endpoints(&self, network: &str) -> Result<Vec<EndpointRecord>, StoreError> {
-        let op = "reading endpoints";
-        let tx = self.db.begin_read().map_err(|e| self.db_err(op, e))?;
-        let t = tx.open_table(ENDPOINTS).map_err(|e| self.db_err(op, e))?;
         let (lo, hi) = prefix_range(network);
-        let mut out = Vec::new();
-        for row in t
-            .range(lo.as_str()..hi.as_str())
-            .map_err(|e| self.db_err(op, e))?
-        {
-            let (k, v) = row.map_err(|e| self.db_err(op, e))?;
-            out.push(decode("endpoint", k.value(), v.value())?);
-        }
-        Ok(out)
+        self.read("reading endpoints", |tx| {
+            let mut out = Vec::new();
+            for row in tx.open_table(ENDPOINTS)?.range(lo.as_str()..hi.as_str())? {
+                let (k, v) = row?;
+                out.push(decode("endpoint", k.value(), v.value())?);
+            }
+            Ok(out)
+        })
     }
 }
 
@@ -611,7 +634,7 @@ mod tests {
             let s = Store::open(dir.path()).unwrap();
             s.write("test", |tx| {
                 tx.open_table(META)?.insert("schema_version", "99")?;
-                Ok(Ok(()))
+                Ok(())
             })
             .unwrap();
         }

@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/python3
 """netd benchmarks against the peers (reference CNI plugins, netavark + aardvark-dns, dnsmasq).
 
 Run through tests/bench/run.sh (root). Every system runs in network namespaces created here
@@ -324,6 +324,9 @@ class Netavark(System):
     def __init__(self):
         self.host = "ndb-nv-h"
         self.dir = f"{RUN}/nv"
+        # netavark is not safe to run concurrently on one network ("Chain already exists");
+        # Podman serialises its calls with a lock, so parallel requests queue here as there.
+        self.lock = threading.Lock()
 
     def start(self):
         shutil.rmtree(self.dir, ignore_errors=True)
@@ -350,14 +353,18 @@ class Netavark(System):
 
     def call(self, cmd, i, ports):
         t0 = time.perf_counter()
-        r = subprocess.run([NETAVARK, "--config", self.dir, "--rootless", "false",
-                            "--aardvark-binary", AARDVARK, cmd, f"/run/netns/{self.cns(i)}"],
-                           input=self.opts(i, ports), capture_output=True, text=True,
-                           env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
+        with self.lock:
+            r = self._run(cmd, i, ports)
         dt = time.perf_counter() - t0
         if r.returncode != 0:
             raise RuntimeError(f"netavark {cmd} {i}: {r.stdout} {r.stderr}")
         return dt
+
+    def _run(self, cmd, i, ports):
+        return subprocess.run([NETAVARK, "--config", self.dir, "--rootless", "false",
+                            "--aardvark-binary", AARDVARK, cmd, f"/run/netns/{self.cns(i)}"],
+                           input=self.opts(i, ports), capture_output=True, text=True,
+                              env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
 
     def add(self, i, ports):
         return self.call("setup", i, ports)
@@ -646,7 +653,8 @@ def dns_bench(args, out):
                 for n, ns in names:
                     f.write(f"{eps[n][0]} {' '.join(ns)}\n")
             aard = subprocess.Popen(ns_exec(DNS_HOST, ["taskset", "-c", "1", AARDVARK, "--config",
-                                                       adir, "-p", "5301", "run"]),
+                                                       adir, "-p", "5301",
+                                                       "--filter-search-domain", ".dnsb", "run"]),
                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             dm = subprocess.Popen(ns_exec(DNS_HOST, [
                 "taskset", "-c", "1", "dnsmasq", "-k", "--conf-file=/dev/null", "--no-resolv",
@@ -670,8 +678,8 @@ def dns_bench(args, out):
             os.makedirs(qdir, exist_ok=True)
             alln = [x for _, ns in names for x in ns]
             kinds = {
-                "A": [f"{x} A" for x in alln],
-                "AAAA_v4only": [f"{x} AAAA" for x in alln],
+                "A": [f"{x}.dnsb A" for x in alln],
+                "AAAA_v4only": [f"{x}.dnsb AAAA" for x in alln],
                 "PTR": [".".join(reversed(eps[n][0].split("."))) + ".in-addr.arpa PTR"
                         for n, _ in names],
                 "NXDOMAIN": [f"nosuch{j}.dnsb A" for j in range(size)],

@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/python3
 """Prints the tables of a bench.py result (markdown) and draws the plots next to it."""
 
 import json

@@ -37,5 +37,5 @@ cleanup() {
 trap cleanup EXIT INT TERM
 cleanup  # leftovers of an interrupted run
 
-python3 "$here/bench.py" "$@"
-python3 "$here/report.py" "$@"
+/usr/bin/python3 "$here/bench.py" "$@"
+/usr/bin/python3 "$here/report.py" "$@"

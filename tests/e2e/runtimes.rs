@@ -897,56 +897,34 @@ fn docker_network_none_with_netctl_connect() {
     assert!(reclaimed.is_some(), "lease of removed client not reclaimed");
 
     // Names, through netd's DNS at the gateway (docker wrote it into resolv.conf).
-    let id = dk.ok(&[
-        "run",
-        "-d",
-        "--name",
-        "a",
-        "--network",
-        "none",
-        "--dns",
-        "10.95.0.1",
-        image,
-        "sleep",
-        "600",
-    ]);
-    let pid = dk.ok(&["inspect", "--format", "{{.State.Pid}}", &id]);
-    h.netctl_ok(&[
-        "connect",
-        "dock",
-        "--netns",
-        &format!("/proc/{pid}/ns/net"),
-        "--name",
-        "a",
-        "--container-id",
-        &id,
-    ]);
-    let id = dk.ok(&[
-        "run",
-        "-d",
-        "--name",
-        "b",
-        "--network",
-        "none",
-        "--dns",
-        "10.95.0.1",
-        image,
-        "sleep",
-        "600",
-    ]);
-    let pid = dk.ok(&["inspect", "--format", "{{.State.Pid}}", &id]);
-    h.netctl_ok(&[
-        "connect",
-        "dock",
-        "--netns",
-        &format!("/proc/{pid}/ns/net"),
-        "--name",
-        "b",
-        "--container-id",
-        &id,
-    ]);
+    for name in ["alpha", "beta"] {
+        let id = dk.ok(&[
+            "run",
+            "-d",
+            "--name",
+            name,
+            "--network",
+            "none",
+            "--dns",
+            "10.95.0.1",
+            image,
+            "sleep",
+            "600",
+        ]);
+        let pid = dk.ok(&["inspect", "--format", "{{.State.Pid}}", &id]);
+        h.netctl_ok(&[
+            "connect",
+            "dock",
+            "--netns",
+            &format!("/proc/{pid}/ns/net"),
+            "--name",
+            name,
+            "--container-id",
+            &id,
+        ]);
+    }
     assert!(
-        exec("a", "ping -c1 -W2 b").status.success(),
-        "a pings b by name"
+        exec("alpha", "ping -c1 -W2 beta").status.success(),
+        "alpha pings beta by name"
     );
 }

@@ -148,7 +148,7 @@ struct ConnectArgs {
     alias: Vec<String>,
     /// Publish a port: [hostIP:]hostPort[-end]:containerPort[-end][/tcp|udp|sctp].
     #[arg(long = "publish", short = 'p')]
-    publish: Vec<PortMapping>,
+    publish: Vec<netd_firewall::PortMapping>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -167,6 +167,21 @@ struct DisconnectArgs {
     /// Only this interface.
     #[arg(long)]
     ifname: Option<String>,
+}
+
+/// The firewall's parser reads Docker's `-p` syntax; the API carries the same fields.
+fn api_port(p: &netd_firewall::PortMapping) -> PortMapping {
+    PortMapping {
+        host_ip: p.host_ip,
+        host_port: p.host_port,
+        container_port: p.container_port,
+        count: p.count,
+        protocol: match p.protocol {
+            netd_firewall::Protocol::Tcp => netd_api::Protocol::Tcp,
+            netd_firewall::Protocol::Udp => netd_api::Protocol::Udp,
+            netd_firewall::Protocol::Sctp => netd_api::Protocol::Sctp,
+        },
+    }
 }
 
 fn table(rows: Vec<Vec<String>>) -> String {
@@ -385,7 +400,7 @@ fn run(cli: Cli) -> Result<()> {
                 aliases: a.alias,
                 ips: a.ip,
                 mac: a.mac,
-                port_mappings: a.publish,
+                port_mappings: a.publish.iter().map(api_port).collect(),
                 labels: Default::default(),
             };
             let res = c.run(|c| c.attach(&a.network, &req))?;

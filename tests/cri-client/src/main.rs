@@ -205,7 +205,10 @@ mod tests {
     #[test]
     fn port_specs_parse_like_kubelet_host_ports() {
         let p = parse_port("8081:80").unwrap();
-        assert_eq!((p.host_port, p.container_port, p.protocol), (8081, 80, Protocol::Tcp as i32));
+        assert_eq!(
+            (p.host_port, p.container_port, p.protocol),
+            (8081, 80, Protocol::Tcp as i32)
+        );
         let p = parse_port("127.0.0.1:5353:53/UDP").unwrap();
         assert_eq!(p.host_ip, "127.0.0.1");
         assert_eq!(p.protocol, Protocol::Udp as i32);
