@@ -6,6 +6,16 @@ if [ "$(id -u)" -ne 0 ]; then
   exit 1
 fi
 export DEBIAN_FRONTEND=noninteractive
+# Installing container runtimes must not start their daemons on this machine (dockerd would
+# create docker0 and iptables rules in the root namespace): keep services from starting
+# during the install; the tests start runtimes by hand inside their own namespaces.
+added_policy=""
+if [ ! -e /usr/sbin/policy-rc.d ]; then
+  printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+  chmod +x /usr/sbin/policy-rc.d
+  added_policy=1
+fi
+trap '[ -n "$added_policy" ] && rm -f /usr/sbin/policy-rc.d' EXIT
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends \
   build-essential pkg-config clang libclang-dev \

@@ -9,7 +9,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::OnceLock;
 
 use hickory_proto::op::{Message, MessageType, ResponseCode};
-use netd_api::{AttachRequest, AttachResult, CreateNetwork, GcRequest, Network, PortMapping};
+use netd_api::{AttachRequest, AttachResult, CreateNetwork, GcRequest, Network};
 use netd_cni::config;
 use netd_cni::error::Error as CniErr;
 use netd_cni::version::CniVersion;
@@ -114,6 +114,7 @@ fn network_from(req: &CreateNetwork) -> Option<Network> {
         icc: req.icc?,
         dns_domain: req.dns_domain.clone(),
         dns_upstreams: req.dns_upstreams.clone(),
+        snat: req.snat,
         labels: req.labels.clone(),
         created: 0,
     })
@@ -241,7 +242,7 @@ pub fn cni_result(data: &[u8]) {
 }
 
 /// The API request decoder: the request bodies netd decodes (`CreateNetwork`,
-/// `AttachRequest`, `GcRequest`), `PortMapping::from_str` (netctl `--publish`) and netd's name
+/// `AttachRequest`, `GcRequest`), the Docker `-p` parser (`netctl connect --publish`) and netd's name
 /// validation. Whatever decodes survives a round trip; what validates fits the kernel's limits.
 pub fn api_decode(data: &[u8]) {
     let Some((&selector, body)) = data.split_first() else {
@@ -268,16 +269,17 @@ where
 }
 
 fn port_mapping(s: &str) {
-    match s.parse::<PortMapping>() {
+    match s.parse::<netd_firewall::PortMapping>() {
         Ok(p) => {
             assert!(p.count >= 1 && p.host_port >= 1 && p.container_port >= 1, "{p:?}");
             let last = |first: u16| u32::from(first) + u32::from(p.count) - 1;
             assert!(last(p.host_port) <= 65535 && last(p.container_port) <= 65535);
-            let wire = serde_json::to_vec(&p).expect("serializes");
-            let back: PortMapping = serde_json::from_slice(&wire).expect("decodes");
-            assert_eq!(back, p);
+            // What netctl prints back (Display) is what it parses.
+            let text = p.to_string();
+            let back: netd_firewall::PortMapping = text.parse().expect("own rendering parses");
+            assert_eq!(back, p, "{s:?} -> {text:?}");
         }
-        Err(msg) => assert!(msg.starts_with("invalid port mapping"), "{msg}"),
+        Err(e) => assert!(e.to_string().starts_with("invalid port mapping"), "{e}"),
     }
 }
 

@@ -423,15 +423,24 @@ def strace_netd_add(netd, idx, ports, tag):
     st.send_signal(signal.SIGINT)
     st.wait()
     data = open(out).read()
-    nf = [int(m.group(1)) for m in re.finditer(
-        r"NETLINK_NETFILTER[^\n]*\)\s*=\s*(\d+)", data)]
-    rt = [int(m.group(1)) for m in re.finditer(r"NETLINK_ROUTE[^\n]*\)\s*=\s*(\d+)", data)]
+    # strace cannot name the protocol of a netlink socket: map inodes via /proc/PID/net/netlink
+    # (host namespace). Sockets not listed there were opened inside the container namespace.
+    proto = {}
+    for line in open(f"/proc/{pid}/net/netlink").read().splitlines()[1:]:
+        f = line.split()
+        proto[f[-1]] = int(f[1])
+    nf, rt, rtc = [], [], []
+    for m in re.finditer(r"NETLINK:\[(\d+)\]>[^\n]*\)\s*=\s*(\d+)", data):
+        p = proto.get(m.group(1))
+        (nf if p == 12 else rt if p == 0 else rtc).append(int(m.group(2)))
+    rt += rtc
     syncs = len(re.findall(r"\b(fsync|fdatasync)\(", data))
     netd.delete(idx, ports)
     return {"population": tag, "add_ms_under_strace": dt_add * 1e3,
             "netfilter_sends": len(nf), "netfilter_bytes": sum(nf),
             "netfilter_largest_send": max(nf) if nf else 0,
-            "rtnetlink_sends": len(rt), "rtnetlink_bytes": sum(rt), "fsyncs": syncs}
+            "rtnetlink_sends": len(rt), "rtnetlink_bytes": sum(rt),
+            "rtnetlink_sends_in_container": len(rtc), "fsyncs": syncs}
 
 
 def cni_bench(args, out):

@@ -439,7 +439,7 @@ fn podman_published_port_reaches_httpd() {
         json!([{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}])
     );
 
-    let from_outside = out.http_get(HOST_OUT_IP, 8080);
+    let from_outside = out.http_get_ready(HOST_OUT_IP, 8080);
     assert_eq!(
         from_outside.as_deref().map(str::trim),
         Some(INDEX),
@@ -815,7 +815,7 @@ fn cri_host_port_reaches_pod() {
         .expect("pod id")
         .to_string();
     ctd.track_pod(&id);
-    let body = out.http_get(HOST_OUT_IP, 8081);
+    let body = out.http_get_ready(HOST_OUT_IP, 8081);
     assert_eq!(
         body.as_deref().map(str::trim),
         Some(INDEX),

@@ -933,6 +933,14 @@ impl Outside {
     pub fn http_get(&self, addr: &str, port: u16) -> Option<String> {
         http_get(&mut self.ns.cmd(&["sh", "-c", &nc_get(addr, port)]))
     }
+
+    /// Like [`Outside::http_get`], retried for a few seconds while the server inside the
+    /// container may still be starting (a readiness wait, not a timing assertion).
+    pub fn http_get_ready(&self, addr: &str, port: u16) -> Option<String> {
+        netd_tests::wait_for(std::time::Duration::from_secs(15), || {
+            self.http_get(addr, port)
+        })
+    }
 }
 
 /// A shell line sending `GET /` to `addr:port` with busybox's `nc` (in containers and in
