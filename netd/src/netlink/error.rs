@@ -34,6 +34,14 @@ pub enum NetlinkError {
         /// Cause.
         source: std::io::Error,
     },
+    /// The kernel did not answer in time.
+    #[error("{op} {target}: the kernel did not answer within 30s")]
+    Timeout {
+        /// What was being done.
+        op: &'static str,
+        /// To what.
+        target: String,
+    },
     /// An existing interface does not match what netd needs.
     #[error("{0}")]
     Conflict(String),

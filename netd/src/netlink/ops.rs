@@ -1,8 +1,11 @@
 //! The operations netd needs: bridges, veth pairs born in the container namespace, addresses,
 //! routes and link lookups.
 
+use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::time::Duration;
 
 use futures::TryStreamExt;
 use ipnet::IpNet;
@@ -15,6 +18,11 @@ use rtnetlink::{
     Handle, LinkBridge, LinkBridgePort, LinkMessageBuilder, LinkUnspec, LinkVeth,
     RouteMessageBuilder,
 };
+
+use netlink_packet_route::RouteNetlinkMessage;
+use rtnetlink::proto::Connection;
+use rtnetlink::sys::AsyncSocket;
+use tokio::sync::Semaphore;
 
 use super::NetlinkError;
 use crate::netns::Netns;
@@ -87,14 +95,45 @@ pub struct RouteEntry {
 #[derive(Debug, Clone)]
 pub struct Netlink {
     handle: Handle,
+    /// Bounds requests in flight on this socket: answers to more than that can overflow the
+    /// socket's receive buffer, and the kernel then drops them silently (seen as a hang with
+    /// 200 parallel attaches sharing the host socket).
+    limit: Arc<Semaphore>,
+}
+
+/// Requests one socket may have in flight.
+const IN_FLIGHT: usize = 32;
+/// Receive buffer asked for (SO_RCVBUFFORCE: root may exceed rmem_max).
+const RCVBUF: libc::c_int = 4 << 20;
+/// A request the kernel has not answered by then is reported, never waited on forever.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn open_connection() -> Result<(Connection<RouteNetlinkMessage>, Handle), NetlinkError> {
+    let (mut conn, handle, _) = rtnetlink::new_connection().map_err(NetlinkError::Socket)?;
+    let fd = conn.socket_mut().socket_mut().as_raw_fd();
+    // SAFETY: setsockopt on a socket we own, with a pointer to a live c_int of the right size.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            (&RCVBUF as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        // Not fatal: the in-flight bound alone keeps answers within the default buffer.
+        tracing::debug!(error = %std::io::Error::last_os_error(), "SO_RCVBUFFORCE refused");
+    }
+    Ok((conn, handle))
 }
 
 impl Netlink {
     /// A socket in the calling thread's namespace. Needs a tokio runtime.
     pub fn current() -> Result<Netlink, NetlinkError> {
-        let (conn, handle, _) = rtnetlink::new_connection().map_err(NetlinkError::Socket)?;
+        let (conn, handle) = open_connection()?;
         tokio::spawn(conn);
-        Ok(Netlink { handle })
+        Ok(Netlink::with(handle))
     }
 
     /// A socket inside `ns`, opened on a dedicated thread so no tokio worker changes namespace.
@@ -104,41 +143,75 @@ impl Netlink {
             .run(move || {
                 // The socket registers with this runtime's reactor but lives in `ns`.
                 let _guard = rt.enter();
-                rtnetlink::new_connection()
+                open_connection()
             })
             .map_err(|e| NetlinkError::Socket(std::io::Error::other(e.to_string())))?;
-        let (conn, handle, _) = opened.map_err(NetlinkError::Socket)?;
+        let (conn, handle) = opened?;
         tokio::spawn(conn);
-        Ok(Netlink { handle })
+        Ok(Netlink::with(handle))
+    }
+
+    fn with(handle: Handle) -> Netlink {
+        Netlink {
+            handle,
+            limit: Arc::new(Semaphore::new(IN_FLIGHT)),
+        }
+    }
+
+    /// One request: bounded in flight and in time, errors carrying what and to what.
+    async fn req<T>(
+        &self,
+        op: &'static str,
+        target: impl Into<String>,
+        fut: impl Future<Output = Result<T, rtnetlink::Error>>,
+    ) -> Result<T, NetlinkError> {
+        let _permit = self.limit.acquire().await.expect("semaphore never closed");
+        match tokio::time::timeout(REQUEST_TIMEOUT, fut).await {
+            Ok(r) => r.map_err(|e| NetlinkError::kernel(op, target, e)),
+            Err(_) => Err(NetlinkError::Timeout {
+                op,
+                target: target.into(),
+            }),
+        }
+    }
+
+    /// Like [`Netlink::req`], treating `errno` as success (`Ok(false)`).
+    async fn req_tolerating(
+        &self,
+        op: &'static str,
+        target: impl Into<String>,
+        errno: i32,
+        fut: impl Future<Output = Result<(), rtnetlink::Error>>,
+    ) -> Result<bool, NetlinkError> {
+        match self.req(op, target, fut).await {
+            Ok(()) => Ok(true),
+            Err(e) if e.errno() == Some(errno) => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     /// Looks an interface up by name; `None` when it does not exist.
     pub async fn link_by_name(&self, name: &str) -> Result<Option<LinkInfo>, NetlinkError> {
         let mut stream = self.handle.link().get().match_name(name).execute();
-        match stream.try_next().await {
-            Ok(Some(msg)) => Ok(Some(parse_link(&msg))),
-            Ok(None) => Ok(None),
-            Err(e) => {
-                let err = NetlinkError::kernel("looking up interface", name, e);
-                if err.errno() == Some(ENODEV) {
-                    Ok(None)
-                } else {
-                    Err(err)
-                }
-            }
+        match self
+            .req("looking up interface", name, stream.try_next())
+            .await
+        {
+            Ok(msg) => Ok(msg.as_ref().map(parse_link)),
+            Err(err) if err.errno() == Some(ENODEV) => Ok(None),
+            Err(err) => Err(err),
         }
     }
 
     /// Every interface in the namespace.
     pub async fn links(&self) -> Result<Vec<LinkInfo>, NetlinkError> {
-        let msgs: Vec<LinkMessage> = self
+        let dump = self
             .handle
             .link()
             .get()
             .execute()
-            .try_collect()
-            .await
-            .map_err(|e| NetlinkError::kernel("listing interfaces", "", e))?;
+            .try_collect::<Vec<LinkMessage>>();
+        let msgs = self.req("listing interfaces", "", dump).await?;
         Ok(msgs.iter().map(parse_link).collect())
     }
 
@@ -164,10 +237,8 @@ impl Netlink {
                 if let Some(mtu) = spec.mtu {
                     b = b.mtu(mtu);
                 }
-                match self.handle.link().add(b.build()).execute().await {
-                    Ok(()) => {}
-                    Err(e) => return Err(NetlinkError::kernel("creating bridge", &spec.name, e)),
-                }
+                let add = self.handle.link().add(b.build()).execute();
+                self.req("creating bridge", &spec.name, add).await?;
                 let link = self.link_by_name(&spec.name).await?.ok_or_else(|| {
                     NetlinkError::NoSuchLink {
                         op: "reading back bridge",
@@ -186,24 +257,20 @@ impl Netlink {
     /// Sets an interface up.
     pub async fn set_up(&self, index: u32, name: &str) -> Result<(), NetlinkError> {
         let msg = LinkUnspec::new_with_index(index).up().build();
-        self.handle
-            .link()
-            .set(msg)
-            .execute()
+        self.req("setting up", name, self.handle.link().set(msg).execute())
             .await
-            .map_err(|e| NetlinkError::kernel("setting up", name, e))
     }
 
     /// Turns hairpin mode on for a bridge port, so a container can reach its own published
     /// port through the host address (the DNATed frame goes back out the port it came in on).
     pub async fn set_hairpin(&self, index: u32, name: &str) -> Result<(), NetlinkError> {
         let msg = LinkBridgePort::new(index).hairpin(true).build();
-        self.handle
-            .link()
-            .set_port(msg)
-            .execute()
-            .await
-            .map_err(|e| NetlinkError::kernel("setting hairpin mode on", name, e))
+        self.req(
+            "setting hairpin mode on",
+            name,
+            self.handle.link().set_port(msg).execute(),
+        )
+        .await
     }
 
     /// Enslaves an interface to a bridge.
@@ -214,12 +281,12 @@ impl Netlink {
         master: u32,
     ) -> Result<(), NetlinkError> {
         let msg = LinkUnspec::new_with_index(index).controller(master).build();
-        self.handle
-            .link()
-            .set(msg)
-            .execute()
-            .await
-            .map_err(|e| NetlinkError::kernel("attaching to bridge", name, e))
+        self.req(
+            "attaching to bridge",
+            name,
+            self.handle.link().set(msg).execute(),
+        )
+        .await
     }
 
     /// Adds an address (no DAD for IPv6, so it is usable at once); an existing one is fine.
@@ -238,30 +305,24 @@ impl Netlink {
                 .attributes
                 .push(AddressAttribute::Flags(AddressFlags::Nodad));
         }
-        match req.execute().await {
-            Ok(()) => Ok(()),
-            Err(e) => {
-                let err = NetlinkError::kernel("adding address", format!("{addr} to {name}"), e);
-                if err.errno() == Some(EEXIST) {
-                    Ok(())
-                } else {
-                    Err(err)
-                }
-            }
-        }
+        let target = format!("{addr} to {name}");
+        self.req_tolerating("adding address", target, EEXIST, req.execute())
+            .await
+            .map(|_| ())
     }
 
     /// Addresses on an interface.
     pub async fn addresses(&self, index: u32) -> Result<Vec<IpNet>, NetlinkError> {
-        let msgs: Vec<_> = self
+        let dump = self
             .handle
             .address()
             .get()
             .set_link_index_filter(index)
             .execute()
-            .try_collect()
-            .await
-            .map_err(|e| NetlinkError::kernel("listing addresses of", index.to_string(), e))?;
+            .try_collect::<Vec<_>>();
+        let msgs = self
+            .req("listing addresses of", index.to_string(), dump)
+            .await?;
         let mut out = Vec::new();
         for m in msgs {
             let plen = m.header.prefix_len;
@@ -298,18 +359,9 @@ impl Netlink {
         if let Some(mtu) = spec.mtu {
             host = host.mtu(mtu);
         }
-        self.handle
-            .link()
-            .add(host.build())
-            .execute()
-            .await
-            .map_err(|e| {
-                NetlinkError::kernel(
-                    "creating veth pair",
-                    format!("{} <-> {}", spec.host_name, spec.peer_name),
-                    e,
-                )
-            })
+        let target = format!("{} <-> {}", spec.host_name, spec.peer_name);
+        let add = self.handle.link().add(host.build()).execute();
+        self.req("creating veth pair", target, add).await
     }
 
     /// Deletes an interface by name; `false` when it did not exist.
@@ -317,17 +369,9 @@ impl Netlink {
         let Some(link) = self.link_by_name(name).await? else {
             return Ok(false);
         };
-        match self.handle.link().del(link.index).execute().await {
-            Ok(()) => Ok(true),
-            Err(e) => {
-                let err = NetlinkError::kernel("deleting interface", name, e);
-                if err.errno() == Some(ENODEV) {
-                    Ok(false)
-                } else {
-                    Err(err)
-                }
-            }
-        }
+        let del = self.handle.link().del(link.index).execute();
+        self.req_tolerating("deleting interface", name, ENODEV, del)
+            .await
     }
 
     /// Adds a default route via `gateway` out of interface `index` with `metric`. A container
@@ -350,21 +394,11 @@ impl Netlink {
             .output_interface(index)
             .priority(metric)
             .build();
-        match self.handle.route().add(msg).execute().await {
-            Ok(()) => Ok(()),
-            Err(e) => {
-                let err = NetlinkError::kernel(
-                    "adding default route",
-                    format!("via {gateway} dev {name}"),
-                    e,
-                );
-                if err.errno() == Some(EEXIST) {
-                    Ok(())
-                } else {
-                    Err(err)
-                }
-            }
-        }
+        let target = format!("via {gateway} dev {name}");
+        let add = self.handle.route().add(msg).execute();
+        self.req_tolerating("adding default route", target, EEXIST, add)
+            .await
+            .map(|_| ())
     }
 
     /// Unicast routes of the main table, both families.
@@ -374,14 +408,13 @@ impl Netlink {
             RouteMessageBuilder::<Ipv4Addr>::new().build(),
             RouteMessageBuilder::<Ipv6Addr>::new().build(),
         ] {
-            let msgs: Vec<RouteMessage> = self
+            let dump = self
                 .handle
                 .route()
                 .get(msg)
                 .execute()
-                .try_collect()
-                .await
-                .map_err(|e| NetlinkError::kernel("listing routes", "", e))?;
+                .try_collect::<Vec<RouteMessage>>();
+            let msgs = self.req("listing routes", "", dump).await?;
             out.extend(msgs.iter().filter_map(parse_route));
         }
         Ok(out)
