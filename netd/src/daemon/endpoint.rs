@@ -102,25 +102,7 @@ impl Daemon {
             .into());
         }
         // Published ports another endpoint holds.
-        self.check_ports(&EndpointRecord {
-            endpoint: Endpoint {
-                network: network.to_string(),
-                container_id: req.container_id.clone(),
-                ifname: ifname.clone(),
-                name: None,
-                aliases: vec![],
-                netns: String::new(),
-                host_veth: host_veth.clone(),
-                mac: String::new(),
-                ips: vec![],
-                gateways: vec![],
-                port_mappings: req.port_mappings.clone(),
-                labels: Default::default(),
-                created: 0,
-            },
-            netns_dev: 0,
-            netns_ino: 0,
-        })?;
+        self.check_ports(network, &key, &req.port_mappings)?;
         // Refuse a taken interface name before any lease is taken (the first attachment of that
         // name stays untouched).
         let cont = Netlink::in_netns(&ns)?;

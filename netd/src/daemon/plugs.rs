@@ -40,22 +40,26 @@ pub(crate) fn endpoint_spec(rec: &EndpointRecord) -> EndpointSpec {
         host_veth: ep.host_veth.clone(),
         ips: ep.ips.iter().map(|n| n.addr()).collect(),
         mac: names::parse_mac(&ep.mac).unwrap_or_default(),
-        ports: ep
-            .port_mappings
-            .iter()
-            .map(|p| PortMapping {
-                host_ip: p.host_ip,
-                host_port: p.host_port,
-                container_port: p.container_port,
-                count: p.count,
-                protocol: match p.protocol {
-                    netd_api::Protocol::Tcp => Protocol::Tcp,
-                    netd_api::Protocol::Udp => Protocol::Udp,
-                    netd_api::Protocol::Sctp => Protocol::Sctp,
-                },
-            })
-            .collect(),
+        ports: fw_ports(&ep.port_mappings),
     }
+}
+
+/// Firewall view of published ports.
+fn fw_ports(ports: &[netd_api::PortMapping]) -> Vec<PortMapping> {
+    ports
+        .iter()
+        .map(|p| PortMapping {
+            host_ip: p.host_ip,
+            host_port: p.host_port,
+            container_port: p.container_port,
+            count: p.count,
+            protocol: match p.protocol {
+                netd_api::Protocol::Tcp => Protocol::Tcp,
+                netd_api::Protocol::Udp => Protocol::Udp,
+                netd_api::Protocol::Sctp => Protocol::Sctp,
+            },
+        })
+        .collect()
 }
 
 fn network_dns(net: &Network) -> NetworkDns {
@@ -167,15 +171,27 @@ impl Daemon {
     }
 
     /// Refuses published ports that another endpoint holds (before any lease is taken).
-    pub(crate) fn check_ports(&self, candidate: &EndpointRecord) -> Result<(), DaemonError> {
+    pub(crate) fn check_ports(
+        &self,
+        network: &str,
+        key: &str,
+        ports: &[netd_api::PortMapping],
+    ) -> Result<(), DaemonError> {
         let Some(fw) = &self.inner.firewall else {
             return Ok(());
         };
-        if candidate.endpoint.port_mappings.is_empty() {
+        if ports.is_empty() {
             return Ok(());
         }
-        let installed = fw.installed_endpoints();
-        netd_firewall::check_port_conflicts(&installed, &endpoint_spec(candidate)).map_err(fw_err)
+        let candidate = EndpointSpec {
+            network: network.to_string(),
+            key: key.to_string(),
+            host_veth: String::new(),
+            ips: vec![],
+            mac: [0; 6],
+            ports: fw_ports(ports),
+        };
+        netd_firewall::check_port_conflicts(&fw.installed_endpoints(), &candidate).map_err(fw_err)
     }
 
     /// After the veth is configured: firewall elements (ports, anti-spoofing), DNS records.
