@@ -9,9 +9,16 @@ use tracing::{debug, info, warn};
 use super::network::bridge_spec;
 use super::{blocking, now, Daemon, DaemonError, NetState};
 use crate::names::{self, check_container_id, check_dns_name, check_ifname};
-use crate::netlink::{Netlink, VethSpec};
+use crate::netlink::{LinkInfo, Netlink, VethSpec};
 use crate::netns::{still_exists, Netns, NetnsId};
 use crate::store::{endpoint_key, EndpointRecord};
+
+/// The interfaces of a freshly created veth pair.
+struct Links {
+    bridge: LinkInfo,
+    host_end: Option<LinkInfo>,
+    inner: LinkInfo,
+}
 
 /// Base metric of container default routes (netavark uses 100 too).
 const DEFAULT_ROUTE_METRIC: u32 = 100;
@@ -28,8 +35,17 @@ fn validate(req: &AttachRequest, st: &NetState) -> Result<(), DaemonError> {
     if let Some(n) = &req.name {
         check_dns_name("container name", n)?;
     }
-    for a in &req.aliases {
+    for (i, a) in req.aliases.iter().enumerate() {
         check_dns_name("alias", a)?;
+        // A repeated alias is a client mistake; stored twice it would be listed twice forever.
+        if req.aliases[..i].contains(a) {
+            return Err(names::NameError {
+                what: "alias",
+                value: a.clone(),
+                reason: "is given twice".into(),
+            }
+            .into());
+        }
     }
     if req.netns.is_empty() {
         return Err(DaemonError::InvalidRequest("netns path is required".into()));
@@ -71,8 +87,8 @@ fn validate(req: &AttachRequest, st: &NetState) -> Result<(), DaemonError> {
 }
 
 impl Daemon {
-    /// Attaches a container: lease(s) in one durable transaction, then the veth born in the
-    /// container namespace, addresses, routes, then the plugs. Any failure undoes every step.
+    /// Attaches a container: lease(s) in one durable transaction while the veth is born in the
+    /// container namespace, then addresses, routes and the plugs. Any failure undoes every step.
     pub async fn attach(
         &self,
         network: &str,
@@ -84,6 +100,10 @@ impl Daemon {
         let _gate = st.gate.read().await;
         let ifname = req.ifname.clone().unwrap_or_else(|| DEFAULT_IFNAME.into());
         let key = endpoint_key(network, &req.container_id, &ifname);
+        // One operation per endpoint key at a time: a second attach of the same key waits and
+        // then finds it taken, instead of racing for the same interface names.
+        let key_lock = self.key_lock(&key);
+        let _key_guard = key_lock.lock().await;
         let host_veth = names::host_veth_name(network, &req.container_id, &ifname);
         let mac = match &req.mac {
             Some(m) => names::parse_mac(m)?,
@@ -115,8 +135,9 @@ impl Daemon {
             });
         }
 
-        // 1. Durable lease + record.
-        let rec = {
+        // 1. The durable lease + record (an fsync) and the veth pair (which needs no address)
+        //    proceed together; each undoes itself if the other fails.
+        let stored = {
             let store = self.store().clone();
             let st2 = st.clone();
             let req2 = req.clone();
@@ -155,12 +176,26 @@ impl Daemon {
                     },
                 )
             })
-            .await??
         };
-
+        let linked = self.create_link(&st, &ns, &cont, &host_veth, &ifname, mac);
+        let (stored, linked) = tokio::join!(stored, linked);
+        let rec = match stored.and_then(|r| r.map_err(DaemonError::from)) {
+            Ok(rec) => rec,
+            Err(e) => {
+                if let Err(de) = self.host().delete_link(&host_veth).await {
+                    warn!(network, veth = %host_veth, cause = %de, "removing veth after a failed store update");
+                }
+                return Err(e);
+            }
+        };
         crate::failpoint::hit("attach-after-store");
-        // 2. Kernel and plugs; undo everything on failure.
-        match self.bring_up_endpoint(&st, &rec, &ns, &cont, mac).await {
+
+        // 2. Addresses, routes and plugs; undo everything on failure.
+        let result = match linked {
+            Ok(links) => self.configure_endpoint(&st, &rec, &cont, links).await,
+            Err(e) => Err(e),
+        };
+        match result {
             Ok(result) => {
                 crate::failpoint::hit("attach-before-reply");
                 info!(network, container = %req.container_id, ifname = %ifname, ips = ?rec.endpoint.ips, "endpoint attached");
@@ -176,15 +211,16 @@ impl Daemon {
         }
     }
 
-    async fn bring_up_endpoint(
+    /// Creates the veth pair (bridge recreated if it vanished) and reads back both ends.
+    async fn create_link(
         &self,
         st: &Arc<NetState>,
-        rec: &EndpointRecord,
         ns: &Netns,
         cont: &Netlink,
+        host_veth: &str,
+        ifname: &str,
         mac: [u8; 6],
-    ) -> Result<AttachResult, DaemonError> {
-        let ep = &rec.endpoint;
+    ) -> Result<Links, DaemonError> {
         let host = self.host();
         // The bridge may have been deleted behind our back: recreate it rather than fail.
         let bridge = match host.link_by_name(&st.net.bridge).await? {
@@ -197,30 +233,53 @@ impl Daemon {
             }
         };
         // A leftover host end of this very key (its record is gone) would block the name.
-        if host.delete_link(&ep.host_veth).await? {
-            debug!(veth = %ep.host_veth, "removed stale host veth");
+        if host.delete_link(host_veth).await? {
+            debug!(veth = %host_veth, "removed stale host veth");
         }
         host.create_veth(&VethSpec {
-            host_name: ep.host_veth.clone(),
-            peer_name: ep.ifname.clone(),
+            host_name: host_veth.to_string(),
+            peer_name: ifname.to_string(),
             peer_netns: ns,
             master: bridge.index,
             mtu: st.net.mtu,
             peer_mac: Some(mac),
         })
         .await?;
-        let host_end = host.link_by_name(&ep.host_veth).await?;
-        if let Some(link) = &host_end {
-            host.set_hairpin(link.index, &link.name).await?;
-        }
-        let inner =
-            cont.link_by_name(&ep.ifname)
-                .await?
-                .ok_or_else(|| DaemonError::CheckFailed {
-                    what: format!("{} in {}", ep.ifname, ep.netns),
-                    problem: "interface vanished right after creation".into(),
-                })?;
-        cont.set_up(inner.index, &ep.ifname).await?;
+        let (host_end, inner) =
+            tokio::join!(host.link_by_name(host_veth), cont.link_by_name(ifname));
+        let host_end = host_end?;
+        let inner = inner?.ok_or_else(|| DaemonError::CheckFailed {
+            what: format!("{ifname} in {}", ns.path().display()),
+            problem: "interface vanished right after creation".into(),
+        })?;
+        let (hairpin, up) = tokio::join!(
+            async {
+                match &host_end {
+                    Some(link) => host.set_hairpin(link.index, &link.name).await,
+                    None => Ok(()),
+                }
+            },
+            cont.set_up(inner.index, ifname)
+        );
+        hairpin?;
+        up?;
+        Ok(Links {
+            bridge,
+            host_end,
+            inner,
+        })
+    }
+
+    /// Addresses, routes, loopback and the plugs of an endpoint whose veth exists.
+    async fn configure_endpoint(
+        &self,
+        st: &Arc<NetState>,
+        rec: &EndpointRecord,
+        cont: &Netlink,
+        links: Links,
+    ) -> Result<AttachResult, DaemonError> {
+        let ep = &rec.endpoint;
+        let inner = &links.inner;
         for ip in &ep.ips {
             cont.add_address(inner.index, &ep.ifname, *ip).await?;
         }
@@ -245,11 +304,13 @@ impl Daemon {
         Ok(AttachResult {
             endpoint: ep.clone(),
             bridge: st.net.bridge.clone(),
-            bridge_mac: bridge
+            bridge_mac: links
+                .bridge
                 .mac
                 .map(|m| names::format_mac(&m))
                 .unwrap_or_default(),
-            host_veth_mac: host_end
+            host_veth_mac: links
+                .host_end
                 .and_then(|l| l.mac)
                 .map(|m| names::format_mac(&m))
                 .unwrap_or_default(),
@@ -322,6 +383,8 @@ impl Daemon {
         };
         let _gate = st.gate.read().await;
         let key = endpoint_key(network, container_id, ifname);
+        let key_lock = self.key_lock(&key);
+        let _key_guard = key_lock.lock().await;
         let store = self.store().clone();
         let k = key.clone();
         let Some(rec) = blocking(move || store.endpoint(&k)).await?? else {
@@ -440,6 +503,8 @@ impl Daemon {
             if valid.contains(&id) {
                 continue;
             }
+            let key_lock = self.key_lock(&rec.key());
+            let _key_guard = key_lock.lock().await;
             match self.teardown_endpoint(&st, rec).await {
                 Ok(()) => out.released.push(id),
                 Err(e) => out

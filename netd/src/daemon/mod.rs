@@ -86,6 +86,10 @@ struct Inner {
     /// True until start-up reconcile is done (firewall changes are batched into one sync).
     starting: std::sync::atomic::AtomicBool,
     drift_watch: std::sync::Mutex<Option<netd_firewall::DriftWatch>>,
+    /// Per-endpoint-key locks (weak, so finished keys cost nothing).
+    key_locks: std::sync::Mutex<
+        std::collections::HashMap<String, std::sync::Weak<tokio::sync::Mutex<()>>>,
+    >,
 }
 
 /// Seconds since the Unix epoch.
@@ -132,6 +136,7 @@ impl Daemon {
                 dns,
                 starting: std::sync::atomic::AtomicBool::new(true),
                 drift_watch: std::sync::Mutex::new(None),
+                key_locks: std::sync::Mutex::new(std::collections::HashMap::new()),
             }),
         };
         daemon.reconcile().await?;
@@ -142,6 +147,20 @@ impl Daemon {
             .store(false, std::sync::atomic::Ordering::Release);
         daemon.spawn_drift_repair()?;
         Ok(daemon)
+    }
+
+    /// The lock serializing operations on one endpoint key.
+    pub(crate) fn key_lock(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut map = self.inner.key_locks.lock().expect("key lock map");
+        if let Some(lock) = map.get(key).and_then(|w| w.upgrade()) {
+            return lock;
+        }
+        if map.len() >= 1024 {
+            map.retain(|_, w| w.strong_count() > 0);
+        }
+        let lock = Arc::new(tokio::sync::Mutex::new(()));
+        map.insert(key.to_string(), Arc::downgrade(&lock));
+        lock
     }
 
     pub(crate) fn store(&self) -> &Store {

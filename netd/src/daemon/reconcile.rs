@@ -108,6 +108,8 @@ impl Daemon {
                     continue;
                 }
                 let _gate = st.gate.read().await;
+                let key_lock = self.key_lock(&rec.key());
+                let _key_guard = key_lock.lock().await;
                 info!(endpoint = %rec.key(), "namespace gone; releasing endpoint");
                 match self.teardown_endpoint(&st, rec).await {
                     Ok(()) => released += 1,
