@@ -7,3 +7,7 @@ cd "$(dirname "$0")/.."
 cargo fmt --all -- --check
 cargo build --workspace --bins --tests
 cargo test --workspace --no-fail-fast
+# Fuzzing: replay every seed and regression input, then a short bounded run of each target
+# (longer runs by hand: see docs/reliability.md).
+cargo test --manifest-path fuzz/Cargo.toml
+./fuzz/run.sh 15

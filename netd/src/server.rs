@@ -213,6 +213,20 @@ async fn not_found(req: Request) -> ApiError {
     )
 }
 
+/// A known path with the wrong method: still the JSON error body every client expects (axum
+/// would otherwise answer a bare 405 with no body).
+async fn method_not_allowed(req: Request) -> Response {
+    let body = ErrorBody {
+        code: ErrorCode::InvalidRequest,
+        message: format!(
+            "method {} is not allowed on {}",
+            req.method(),
+            req.uri().path()
+        ),
+    };
+    (StatusCode::METHOD_NOT_ALLOWED, Json(body)).into_response()
+}
+
 async fn authorize(
     State(policy): State<std::sync::Arc<AccessPolicy>>,
     ConnectInfo(peer): ConnectInfo<PeerCred>,
@@ -253,6 +267,7 @@ pub fn router(daemon: Daemon, policy: AccessPolicy) -> Router {
         .route("/v1/networks/{name}/gc", post(gc))
         .route("/v1/networks/{name}/dns/{qname}", get(resolve))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .layer(middleware::from_fn_with_state(
             std::sync::Arc::new(policy),
