@@ -171,9 +171,12 @@ pub fn netd_code(verb: Verb, err: &ClientError) -> u32 {
             Verb::Status => code::NOT_AVAILABLE,
             _ => code::TRY_AGAIN_LATER,
         },
-        ClientError::Protocol { .. } => match verb {
+        // The connection was cut mid-request (netd stopped or crashed): a retry will meet the
+        // restarted daemon. An answer we cannot decode is a real I/O error.
+        ClientError::Protocol { message, .. } => match verb {
             Verb::Status => code::NOT_AVAILABLE,
-            _ => code::IO,
+            _ if message.starts_with("decoding") => code::IO,
+            _ => code::TRY_AGAIN_LATER,
         },
         ClientError::Api { body, .. } => match body.code {
             InvalidRequest | InvalidName | InvalidAddress | SubnetOverlap | NetworkConflict
