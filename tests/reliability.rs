@@ -367,3 +367,25 @@ fn full_or_read_only_disk_gives_clear_errors_and_no_corruption() {
     drop(h);
     drop(mnt);
 }
+
+/// A crash right after a network is stored: the restart finishes the job (bridge up,
+/// usable), so the retry a client makes finds the network and can use it.
+#[test]
+fn crash_after_a_network_is_stored_is_completed_at_restart() {
+    let mut h = Host::start();
+    h.stop();
+    h.env = vec![("NETD_FAILPOINT".into(), "create-after-store".into())];
+    h.spawn();
+    let out = h.netctl(&["create", "late", "--subnet", "10.86.0.0/24"]);
+    assert!(!out.status.success(), "the create must not report success");
+    assert!(h.wait_exit(Duration::from_secs(10)), "netd did not abort");
+    h.env.clear();
+    h.spawn();
+    let again = h.netctl(&["create", "late", "--subnet", "10.86.0.0/24"]);
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"));
+    assert_eq!(h.ns.addrs("nd-late"), vec!["10.86.0.1/24".to_string()]);
+    let c = h.container("c");
+    h.client().attach("late", &attach_req("c", &c)).unwrap();
+    assert!(c.ping("10.86.0.1"));
+    h.assert_consistent("late");
+}
