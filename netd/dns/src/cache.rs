@@ -7,11 +7,11 @@
 //! Served records have their TTLs decreased by the time spent in the cache.
 
 use std::num::NonZeroUsize;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use hickory_proto::op::ResponseCode;
-use hickory_proto::rr::{DNSClass, RData, Record, RecordType};
+use hickory_proto::op::{Message, OpCode, Query, ResponseCode};
+use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 use lru::LruCache;
 
 /// Longest time a positive answer is kept, whatever its TTL says.
@@ -49,8 +49,88 @@ pub(crate) struct Answer {
 
 struct Entry {
     answer: Answer,
+    /// The answer pre-encoded for the UDP fast path; None when it could not be encoded.
+    wire: Option<Arc<Wire>>,
     stored: Instant,
     expires: Instant,
+}
+
+/// A cached answer as wire bytes, so a cache hit costs a copy and a few patches instead of
+/// decoding and encoding records: header (placeholder) + question + answer, authority and
+/// additional sections, encoded by hickory (so names may point into the question, which is
+/// why a client's question is only spliced in when it equals this one but for case).
+#[derive(Debug)]
+pub(crate) struct Wire {
+    /// The encoded message; its header is rewritten per client.
+    pub(crate) bytes: Vec<u8>,
+    /// Length of the question section, which starts at offset 12.
+    pub(crate) question_len: usize,
+    /// Offsets of every record's TTL, to age them.
+    pub(crate) ttl_offsets: Vec<usize>,
+    /// Record counts of the answer, authority and additional sections.
+    pub(crate) counts: [u16; 3],
+    /// Response code.
+    pub(crate) rcode: ResponseCode,
+    /// AD flag from upstream.
+    pub(crate) authentic_data: bool,
+}
+
+impl Wire {
+    /// Encodes `answer` to the question `key` asked; None when hickory cannot encode it.
+    fn encode(key: &CacheKey, answer: &Answer) -> Option<Wire> {
+        let mut msg = Message::response(0, OpCode::Query);
+        let mut name = Name::from_ascii(&key.name).ok()?;
+        name.set_fqdn(true);
+        let mut q = Query::query(name, key.qtype);
+        q.set_query_class(key.qclass);
+        msg.add_query(q);
+        msg.answers = answer.answers.clone();
+        msg.authorities = answer.authorities.clone();
+        msg.additionals = answer.additionals.clone();
+        let bytes = msg.to_vec().ok()?;
+        let question_len = skip_name(&bytes, 12)? + 4 - 12;
+        let total = answer.answers.len() + answer.authorities.len() + answer.additionals.len();
+        let mut ttl_offsets = Vec::with_capacity(total);
+        let mut at = 12 + question_len;
+        for _ in 0..total {
+            let ttl = skip_name(&bytes, at)? + 4;
+            let rdlen = usize::from(u16::from_be_bytes([
+                *bytes.get(ttl + 4)?,
+                *bytes.get(ttl + 5)?,
+            ]));
+            ttl_offsets.push(ttl);
+            at = ttl + 6 + rdlen;
+        }
+        if at != bytes.len() {
+            return None;
+        }
+        let count = |n: usize| u16::try_from(n).ok();
+        Some(Wire {
+            bytes,
+            question_len,
+            ttl_offsets,
+            counts: [
+                count(answer.answers.len())?,
+                count(answer.authorities.len())?,
+                count(answer.additionals.len())?,
+            ],
+            rcode: answer.rcode,
+            authentic_data: answer.authentic_data,
+        })
+    }
+}
+
+/// Offset just past the encoded name starting at `at` (labels, ending in root or a pointer).
+fn skip_name(bytes: &[u8], mut at: usize) -> Option<usize> {
+    loop {
+        let len = *bytes.get(at)?;
+        match len {
+            0 => return Some(at + 1),
+            l if l & 0xC0 == 0xC0 => return Some(at + 2),
+            l if l & 0xC0 == 0 => at += 1 + usize::from(l),
+            _ => return None,
+        }
+    }
 }
 
 /// The LRU, behind a std mutex: every operation is O(1) and nothing awaits while holding it.
@@ -90,12 +170,27 @@ impl Cache {
         Some(answer)
     }
 
+    /// The pre-encoded form of a live entry for `key`, with the seconds it has spent cached.
+    pub(crate) fn get_wire(&self, key: &CacheKey) -> Option<(Arc<Wire>, u32)> {
+        let inner = self.inner.as_ref()?;
+        let now = Instant::now();
+        let mut lru = inner.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = lru.get(key)?;
+        if now >= entry.expires {
+            lru.pop(key);
+            return None;
+        }
+        let age = u32::try_from(now.duration_since(entry.stored).as_secs()).unwrap_or(u32::MAX);
+        Some((entry.wire.clone()?, age))
+    }
+
     /// Stores `answer` if RFC 2308 / TTLs allow caching it.
     pub(crate) fn put(&self, key: CacheKey, answer: &Answer) {
         let Some(inner) = &self.inner else { return };
         let Some(ttl) = cache_ttl(answer) else { return };
         let now = Instant::now();
         let entry = Entry {
+            wire: Wire::encode(&key, answer).map(Arc::new),
             answer: answer.clone(),
             stored: now,
             expires: now + Duration::from_secs(u64::from(ttl)),
@@ -142,7 +237,6 @@ pub(crate) fn cache_ttl(answer: &Answer) -> Option<u32> {
 mod tests {
     use super::*;
     use hickory_proto::rr::rdata::{A, SOA};
-    use hickory_proto::rr::Name;
     use std::net::Ipv4Addr;
 
     fn key(name: &str) -> CacheKey {

@@ -23,14 +23,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hickory_proto::op::{Edns, Message, MessageType, Query, ResponseCode};
-use hickory_proto::rr::RecordType;
+use hickory_proto::rr::{DNSClass, RecordType};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 use tokio::sync::oneshot;
 use tokio::task::AbortHandle;
 use tracing::{debug, warn};
 
-use crate::cache::{Answer, Cache, CacheKey};
+use crate::cache::{Answer, Cache, CacheKey, Wire};
 use crate::records::key_of;
 
 /// UDP sockets per upstream: enough to spread reader work, few enough to be negligible.
@@ -131,6 +131,35 @@ impl Forwarder {
             .retain(|addr, _| keep.contains(addr));
     }
 
+    /// The cache key of a question (lowercase `name`) asked of `upstreams`, in order.
+    pub(crate) fn cache_key(
+        &self,
+        upstreams: &[SocketAddr],
+        name: String,
+        qtype: RecordType,
+        qclass: DNSClass,
+    ) -> CacheKey {
+        let mut h = DefaultHasher::new();
+        upstreams.hash(&mut h);
+        CacheKey {
+            upstreams: h.finish(),
+            name,
+            qtype,
+            qclass,
+        }
+    }
+
+    /// Puts an answer in the cache as a successful forward would (tests of the fast path).
+    #[cfg(test)]
+    pub(crate) fn cache_put(&self, key: CacheKey, answer: &Answer) {
+        self.cache.put(key, answer);
+    }
+
+    /// The pre-encoded cached answer for `key` and its age in seconds (UDP fast path).
+    pub(crate) fn cached_wire(&self, key: &CacheKey) -> Option<(Arc<Wire>, u32)> {
+        self.cache.get_wire(key)
+    }
+
     /// Answers `q` from the cache or from the first upstream that gives a usable answer.
     pub(crate) async fn resolve(
         &self,
@@ -141,16 +170,7 @@ impl Forwarder {
         if upstreams.is_empty() {
             return Err(ForwardError::NoUpstreams);
         }
-        let key = CacheKey {
-            upstreams: {
-                let mut h = DefaultHasher::new();
-                upstreams.hash(&mut h);
-                h.finish()
-            },
-            name: key_of(&q.name),
-            qtype: q.query_type,
-            qclass: q.query_class,
-        };
+        let key = self.cache_key(upstreams, key_of(&q.name), q.query_type, q.query_class);
         if let Some(hit) = self.cache.get(&key) {
             debug!(name = %q.name, qtype = %q.query_type, "DNS cache hit");
             return Ok(hit);

@@ -15,20 +15,20 @@ use hickory_proto::op::{
     Edns, Header, HeaderCounts, MessageType, Metadata, OpCode, Query, ResponseCode,
 };
 use hickory_proto::rr::{DNSClass, Record, RecordType};
-use hickory_proto::serialize::binary::{BinEncodable, BinEncoder};
+use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, BinEncodable, BinEncoder};
 use hickory_server::net::runtime::{Time, TokioTime};
 use hickory_server::net::xfer::Protocol;
 use hickory_server::net::NetError;
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
-use hickory_server::zone_handler::{MessageResponse, MessageResponseBuilder};
+use hickory_server::zone_handler::{MessageResponse, MessageResponseBuilder, Queries};
 use tracing::{debug, warn};
 
 use crate::forward::Forwarder;
-use crate::records::{Local, Records};
+use crate::records::{Local, NetRecords, Records};
 use crate::resolv::HostResolvers;
 
 /// Largest UDP reply we send whatever the client advertises (DNS flag day 2020: no fragments).
-const MAX_UDP_PAYLOAD: u16 = 1232;
+pub(crate) const MAX_UDP_PAYLOAD: u16 = 1232;
 
 /// State shared by every listener of every network.
 pub(crate) struct Shared {
@@ -42,6 +42,30 @@ pub(crate) struct Shared {
     pub(crate) local_ttl: u32,
     /// Rotation counter for multi-address answers.
     pub(crate) rotation: AtomicUsize,
+}
+
+/// Upstreams of a client whose scope is `scope`: the union, in order, of each non-internal
+/// network's upstreams (the host's resolvers for networks that list none); None when every
+/// network of the scope is internal, so nothing may be forwarded.
+pub(crate) fn upstreams_of(shared: &Shared, scope: &[&Arc<NetRecords>]) -> Option<Vec<SocketAddr>> {
+    if scope.iter().all(|n| n.internal) {
+        return None;
+    }
+    let mut upstreams: Vec<SocketAddr> = Vec::new();
+    let mut host = None;
+    for net in scope.iter().filter(|n| !n.internal) {
+        let list: &[SocketAddr] = if net.upstreams.is_empty() {
+            host.get_or_insert_with(|| shared.host.get())
+        } else {
+            &net.upstreams
+        };
+        for a in list {
+            if !upstreams.contains(a) {
+                upstreams.push(*a);
+            }
+        }
+    }
+    Some(upstreams)
 }
 
 /// Cheap clonable handler given to each hickory `Server`.
@@ -74,12 +98,8 @@ impl Reply {
 impl Handler {
     async fn resolve(&self, request: &Request) -> Reply {
         let shared = &self.0;
-        if request.metadata.op_code != OpCode::Query {
-            return Reply::error(ResponseCode::NotImp);
-        }
-        let [query] = request.queries.queries() else {
-            return Reply::error(ResponseCode::FormErr);
-        };
+        // Strangers first: whatever they send, they get REFUSED and learn nothing else (found
+        // by the dns_query fuzz target: an unknown opcode from outside got NOTIMP).
         let records = shared.records.load();
         let src = request.src().ip();
         let scope = records.scope(src);
@@ -87,6 +107,12 @@ impl Handler {
             debug!(%src, "DNS query from outside netd's networks refused");
             return Reply::error(ResponseCode::Refused);
         }
+        if request.metadata.op_code != OpCode::Query {
+            return Reply::error(ResponseCode::NotImp);
+        }
+        let [query] = request.queries.queries() else {
+            return Reply::error(ResponseCode::FormErr);
+        };
         let q: &Query = query.original();
         debug!(
             %src,
@@ -112,24 +138,10 @@ impl Handler {
                 additionals: Vec::new(),
             },
             Local::Forward => {
-                let mut upstreams: Vec<SocketAddr> = Vec::new();
-                let mut host = None;
-                for net in scope.iter().filter(|n| !n.internal) {
-                    let list: &[SocketAddr] = if net.upstreams.is_empty() {
-                        host.get_or_insert_with(|| shared.host.get())
-                    } else {
-                        &net.upstreams
-                    };
-                    for a in list {
-                        if !upstreams.contains(a) {
-                            upstreams.push(*a);
-                        }
-                    }
-                }
-                if scope.iter().all(|n| n.internal) {
+                let Some(upstreams) = upstreams_of(shared, &scope) else {
                     // Internal networks have no way out, and neither do their names.
                     return Reply::error(ResponseCode::Refused);
-                }
+                };
                 drop(records);
                 let tcp = request.protocol() == Protocol::Tcp;
                 match shared.forwarder.resolve(q, &upstreams, tcp).await {
@@ -279,4 +291,101 @@ pub(crate) async fn answer_raw(
         .unwrap_or_else(|p| p.into_inner())
         .take();
     reply
+}
+
+/// What hickory-server's UDP listener would send for `packet` from `src` (the fast path's
+/// fallback): nothing for unanswerable sources, short datagrams and responses, FORMERR with the
+/// bare header for undecodable bodies, else the handler's answer.
+pub(crate) async fn answer_udp_slow(
+    handler: &Handler,
+    packet: &[u8],
+    src: SocketAddr,
+) -> Option<Vec<u8>> {
+    if !answerable(src) {
+        return None;
+    }
+    let mut decoder = BinDecoder::new(packet);
+    let header = Header::read(&mut decoder).ok()?;
+    if Request::from_bytes(packet.to_vec(), src, Protocol::Udp).is_ok() {
+        return answer_raw(handler, packet, src, false).await;
+    }
+    let queries = Queries::read(&mut BinDecoder::new(&[]), 0).ok()?;
+    let response = MessageResponseBuilder::new(&queries, None)
+        .error_msg(&header.metadata, ResponseCode::FormErr);
+    let capture = Capture {
+        protocol: Protocol::Udp,
+        reply: Arc::default(),
+    };
+    capture.clone().send_response(response).await.ok()?;
+    let reply = capture
+        .reply
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take();
+    reply
+}
+
+/// hickory-server's check of a source before answering it: not port 0, not an unspecified or
+/// broadcast address.
+pub(crate) fn answerable(src: SocketAddr) -> bool {
+    src.port() != 0
+        && match src.ip() {
+            std::net::IpAddr::V4(v4) => !v4.is_unspecified() && !v4.is_broadcast(),
+            std::net::IpAddr::V6(v6) => !v6.is_unspecified(),
+        }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{Dns, DnsConfig, NetworkDns};
+
+    /// A header (id 0x1234, given flags) with one question `web. IN A`.
+    fn message(flags: [u8; 2], questions: u16) -> Vec<u8> {
+        let mut m = vec![0x12, 0x34, flags[0], flags[1]];
+        m.extend_from_slice(&questions.to_be_bytes());
+        m.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+        for _ in 0..questions {
+            m.extend_from_slice(b"\x03web\x00\x00\x01\x00\x01");
+        }
+        m
+    }
+
+    /// Regression (fuzz target dns_query, fuzz/regressions/dns_query/): a stranger sending an
+    /// unknown opcode or several questions got NOTIMP / FORMERR instead of REFUSED.
+    #[tokio::test]
+    async fn strangers_are_refused_whatever_they_send() {
+        let dns = Dns::new(DnsConfig {
+            resolv_conf: "/nonexistent/resolv.conf".into(),
+            systemd_resolv_conf: "/nonexistent/resolv.conf".into(),
+            ..DnsConfig::default()
+        });
+        dns.add_network(NetworkDns {
+            name: "alpha".into(),
+            subnets: vec!["10.89.0.0/24".parse().unwrap()],
+            listen: Vec::new(),
+            domain: None,
+            upstreams: Vec::new(),
+            internal: true,
+        })
+        .await
+        .unwrap();
+        let stranger = "192.0.2.1:40000".parse().unwrap();
+        let member = "10.89.0.9:40000".parse().unwrap();
+        // Opcode 11 (unassigned), one question; then a plain query with two questions.
+        for (packet, member_rcode) in [
+            (message([0x58, 0x00], 1), 4), // NOTIMP for members
+            (message([0x01, 0x00], 2), 1), // FORMERR for members
+        ] {
+            let reply = dns
+                .answer_raw(&packet, stranger, false)
+                .await
+                .expect("a reply");
+            assert_eq!(reply[3] & 0x0f, 5, "stranger not REFUSED: {reply:?}");
+            let reply = dns
+                .answer_raw(&packet, member, false)
+                .await
+                .expect("a reply");
+            assert_eq!(reply[3] & 0x0f, member_rcode, "{reply:?}");
+        }
+    }
 }

@@ -23,10 +23,12 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tracing::{debug, info, warn};
 
 mod cache;
+mod fast;
 mod forward;
 mod handler;
 mod records;
 mod resolv;
+mod udp;
 
 use handler::{Handler, Shared};
 use records::{normalize, validate_name, NetRecords, Records};
@@ -160,7 +162,13 @@ struct Inner {
     /// Serialises snapshot writers (readers never take it).
     write: std::sync::Mutex<()>,
     /// Running listeners per network; a tokio mutex because stopping one awaits.
-    servers: tokio::sync::Mutex<HashMap<String, Server<Handler>>>,
+    servers: tokio::sync::Mutex<HashMap<String, Listeners>>,
+}
+
+/// A network's listeners: hickory serves TCP, netd's own loop (`udp::serve`) serves UDP.
+struct Listeners {
+    tcp: Server<Handler>,
+    udp: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Dns {
@@ -242,16 +250,17 @@ impl Dns {
                 .insert(net.name.clone(), Arc::new(NetRecords::new(&net)));
         });
         let mut server = Server::new(Handler(self.inner.shared.clone()));
-        for s in udp {
-            server.register_socket(s);
-        }
+        let udp = udp
+            .into_iter()
+            .map(|s| tokio::spawn(udp::serve(s, Handler(self.inner.shared.clone()))))
+            .collect();
         for l in tcp {
             // The response buffer is per connection; queries on one connection are handled in
             // order, so a few slots suffice.
             server.register_listener(l, self.inner.cfg.tcp_idle_timeout, 8);
         }
         if !net.listen.is_empty() {
-            servers.insert(net.name.clone(), server);
+            servers.insert(net.name.clone(), Listeners { tcp: server, udp });
         }
         info!(network = %net.name, listen = ?net.listen, port = self.inner.cfg.port, "DNS serving network");
         Ok(())
@@ -260,8 +269,15 @@ impl Dns {
     /// Stops the network's listeners and drops its records. Unknown networks are ignored.
     pub async fn remove_network(&self, name: &str) {
         let mut servers = self.inner.servers.lock().await;
-        if let Some(mut server) = servers.remove(name) {
-            if let Err(e) = server.shutdown_gracefully().await {
+        if let Some(mut listeners) = servers.remove(name) {
+            for task in &listeners.udp {
+                task.abort();
+            }
+            // Awaiting the aborted loops means their sockets are closed: a rebind may follow.
+            for task in listeners.udp {
+                let _ = task.await;
+            }
+            if let Err(e) = listeners.tcp.shutdown_gracefully().await {
                 warn!(network = %name, cause = %e, "stopping DNS listeners");
             }
         }
@@ -346,7 +362,17 @@ impl Dns {
     /// an empty `listen` list are answered for without binding anything.
     #[doc(hidden)]
     pub async fn answer_raw(&self, packet: &[u8], src: SocketAddr, tcp: bool) -> Option<Vec<u8>> {
-        handler::answer_raw(&Handler(self.inner.shared.clone()), packet, src, tcp).await
+        let handler = Handler(self.inner.shared.clone());
+        if !tcp {
+            // The way a UDP listener answers: the fast path first, hickory for the rest.
+            let mut out = Vec::new();
+            match fast::answer(&handler.0, packet, src, &mut out) {
+                fast::Outcome::Reply => return Some(out),
+                fast::Outcome::Drop => return None,
+                fast::Outcome::Slow => {}
+            }
+        }
+        handler::answer_raw(&handler, packet, src, tcp).await
     }
 
     /// Stops every listener and forgets every network.

@@ -267,14 +267,66 @@ impl Records {
         rotate: usize,
     ) -> Local {
         let key = key_of(qname);
+        match self.find(scope, &key, Some(qname), qtype, rotate) {
+            Found::Forward => Local::Forward,
+            Found::Answer { rcode, data } => {
+                let records = match data {
+                    Data::Empty => Vec::new(),
+                    Data::Addrs(addrs) => addrs
+                        .into_iter()
+                        .map(|a| {
+                            let data = match a {
+                                IpAddr::V4(v4) => RData::A(A(v4)),
+                                IpAddr::V6(v6) => RData::AAAA(AAAA(v6)),
+                            };
+                            Record::from_rdata(qname.clone(), ttl, data)
+                        })
+                        .collect(),
+                    Data::Ptrs(targets) => targets
+                        .into_iter()
+                        .map(|t| Record::from_rdata(qname.clone(), ttl, RData::PTR(PTR(t.clone()))))
+                        .collect(),
+                };
+                Local::Answer { rcode, records }
+            }
+        }
+    }
+
+    /// What netd's data says about the (normalised) name `key` and `qtype`, without building
+    /// records; shared by the hickory handler and the UDP fast path so both answer alike.
+    ///
+    /// `qname` is the question as hickory decoded it, used for reverse names; the fast path,
+    /// which only takes plain ASCII labels, passes None and the name is rebuilt from `key`.
+    pub(crate) fn find<'a>(
+        &'a self,
+        scope: &[&'a Arc<NetRecords>],
+        key: &str,
+        qname: Option<&Name>,
+        qtype: RecordType,
+        rotate: usize,
+    ) -> Found<'a> {
         if key.ends_with("in-addr.arpa") || key.ends_with("ip6.arpa") {
-            return self.answer_reverse(scope, qname, qtype, ttl);
+            let fqdn = match qname {
+                Some(n) => {
+                    let mut n = n.clone();
+                    n.set_fqdn(true);
+                    n
+                }
+                None => match Name::from_ascii(key) {
+                    Ok(mut n) => {
+                        n.set_fqdn(true);
+                        n
+                    }
+                    Err(_) => return Found::Forward,
+                },
+            };
+            return self.find_reverse(scope, &fqdn, qtype);
         }
 
         let mut addrs: Vec<IpAddr> = Vec::new();
         let mut known = false;
         for net in scope {
-            if let Some(found) = net.addrs(&key) {
+            if let Some(found) = net.addrs(key) {
                 known = true;
                 for a in found {
                     if !addrs.contains(a) {
@@ -284,106 +336,110 @@ impl Records {
             }
         }
         if !known {
-            if scope.iter().any(|n| n.owns_zone(&key)) {
+            if scope.iter().any(|n| n.owns_zone(key)) {
                 // A zone apex exists (NOERROR, no data); anything else under it does not.
                 let rcode = if scope
                     .iter()
-                    .any(|n| n.zone == key || n.domain.as_ref() == Some(&key))
+                    .any(|n| n.zone == key || n.domain.as_deref() == Some(key))
                 {
                     ResponseCode::NoError
                 } else {
                     ResponseCode::NXDomain
                 };
-                return Local::Answer {
+                return Found::Answer {
                     rcode,
-                    records: Vec::new(),
+                    data: Data::Empty,
                 };
             }
-            return Local::Forward;
+            return Found::Forward;
         }
 
         let want_v4 = matches!(qtype, RecordType::A | RecordType::ANY);
         let want_v6 = matches!(qtype, RecordType::AAAA | RecordType::ANY);
-        let mut family: Vec<IpAddr> = addrs
-            .into_iter()
-            .filter(|a| (a.is_ipv4() && want_v4) || (a.is_ipv6() && want_v6))
-            .collect();
-        if !family.is_empty() {
-            let n = family.len();
-            family.rotate_left(rotate % n);
+        addrs.retain(|a| (a.is_ipv4() && want_v4) || (a.is_ipv6() && want_v6));
+        if !addrs.is_empty() {
+            let n = addrs.len();
+            addrs.rotate_left(rotate % n);
         }
-        let records = family
-            .into_iter()
-            .map(|a| {
-                let data = match a {
-                    IpAddr::V4(v4) => RData::A(A(v4)),
-                    IpAddr::V6(v6) => RData::AAAA(AAAA(v6)),
-                };
-                Record::from_rdata(qname.clone(), ttl, data)
-            })
-            .collect();
         // A known name lacking the family is NOERROR/NODATA, never forwarded: forwarding would
         // leak container names upstream and could return a stranger's address for them.
-        Local::Answer {
+        Found::Answer {
             rcode: ResponseCode::NoError,
-            records,
+            data: Data::Addrs(addrs),
         }
     }
 
-    fn answer_reverse(
-        &self,
-        scope: &[&Arc<NetRecords>],
-        qname: &Name,
+    fn find_reverse<'a>(
+        &'a self,
+        scope: &[&'a Arc<NetRecords>],
+        fqdn: &Name,
         qtype: RecordType,
-        ttl: u32,
-    ) -> Local {
-        let mut fqdn = qname.clone();
-        fqdn.set_fqdn(true);
+    ) -> Found<'a> {
         let Ok(prefix) = fqdn.parse_arpa_name() else {
-            return Local::Forward;
+            return Found::Forward;
         };
         if prefix.prefix_len() != prefix.max_prefix_len() {
             // A partial reverse name (e.g. `0.10.in-addr.arpa`): ours when it touches a netd
             // subnet; it exists as an empty non-terminal, so NOERROR with no data.
             if self.overlaps_any_subnet(&prefix) {
-                return Local::Answer {
+                return Found::Answer {
                     rcode: ResponseCode::NoError,
-                    records: Vec::new(),
+                    data: Data::Empty,
                 };
             }
-            return Local::Forward;
+            return Found::Forward;
         }
         let addr = canonical(prefix.addr());
         let targets: Vec<&Name> = scope.iter().filter_map(|n| n.ptr.get(&addr)).collect();
         if !targets.is_empty() {
-            let records = if matches!(qtype, RecordType::PTR | RecordType::ANY) {
-                let mut seen: Vec<&Name> = Vec::new();
+            let mut seen: Vec<&Name> = Vec::new();
+            if matches!(qtype, RecordType::PTR | RecordType::ANY) {
                 for t in targets {
                     if !seen.contains(&t) {
                         seen.push(t);
                     }
                 }
-                seen.into_iter()
-                    .map(|t| Record::from_rdata(qname.clone(), ttl, RData::PTR(PTR(t.clone()))))
-                    .collect()
-            } else {
-                Vec::new()
-            };
-            return Local::Answer {
+            }
+            return Found::Answer {
                 rcode: ResponseCode::NoError,
-                records,
+                data: Data::Ptrs(seen),
             };
         }
         if self.in_any_subnet(&addr) {
             // netd's subnets are private to this host: upstream cannot know them, and asking would
             // leak which addresses containers use.
-            return Local::Answer {
+            return Found::Answer {
                 rcode: ResponseCode::NXDomain,
-                records: Vec::new(),
+                data: Data::Empty,
             };
         }
-        Local::Forward
+        Found::Forward
     }
+}
+
+/// What the local view knows about a question, before it becomes records or wire bytes.
+#[derive(Debug, PartialEq)]
+pub(crate) enum Found<'a> {
+    /// Answer from netd's own data, authoritatively.
+    Answer {
+        /// NOERROR or NXDOMAIN.
+        rcode: ResponseCode,
+        /// The answer section's data (may be empty: NODATA).
+        data: Data<'a>,
+    },
+    /// Not a netd name: forward it (if the client's networks allow it).
+    Forward,
+}
+
+/// Answer data of a local answer.
+#[derive(Debug, PartialEq)]
+pub(crate) enum Data<'a> {
+    /// No records.
+    Empty,
+    /// A / AAAA records, in answer order.
+    Addrs(Vec<IpAddr>),
+    /// PTR targets, in answer order.
+    Ptrs(Vec<&'a Name>),
 }
 
 /// Maps IPv4-mapped IPv6 addresses to IPv4 so a dual-stack socket's peers match v4 records.
