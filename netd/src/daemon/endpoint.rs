@@ -245,6 +245,7 @@ impl Daemon {
             peer_mac: Some(mac),
         })
         .await?;
+        crate::netlink::disable_ipv6(host_veth)?;
         let (host_end, inner) =
             tokio::join!(host.link_by_name(host_veth), cont.link_by_name(ifname));
         let host_end = host_end?;
@@ -252,16 +253,19 @@ impl Daemon {
             what: format!("{ifname} in {}", ns.path().display()),
             problem: "interface vanished right after creation".into(),
         })?;
-        let (hairpin, up) = tokio::join!(
+        let (host_up, up) = tokio::join!(
             async {
                 match &host_end {
-                    Some(link) => host.set_hairpin(link.index, &link.name).await,
+                    Some(link) => {
+                        host.set_hairpin(link.index, &link.name).await?;
+                        host.set_up(link.index, &link.name).await
+                    }
                     None => Ok(()),
                 }
             },
             cont.set_up(inner.index, ifname)
         );
-        hairpin?;
+        host_up?;
         up?;
         Ok(Links {
             bridge,

@@ -337,10 +337,10 @@ impl Netlink {
         Ok(out)
     }
 
-    /// Creates a veth pair in one request: the host end enslaved to the bridge and up, the peer
-    /// born inside the container namespace under its final name. The peer cannot be set up in
-    /// the same request (veth_open fails with ENOTCONN before the pair is linked): the caller
-    /// sets it up from inside the namespace.
+    /// Creates a veth pair in one request: the host end enslaved to the bridge, the peer born
+    /// inside the container namespace under its final name. Both stay down: the peer cannot be
+    /// set up in the same request (veth_open fails with ENOTCONN before the pair is linked), and
+    /// the host end must first lose IPv6 (see [`super::disable_ipv6`]).
     pub async fn create_veth(&self, spec: &VethSpec<'_>) -> Result<(), NetlinkError> {
         let mut peer = LinkMessageBuilder::<LinkUnspec>::new()
             .name(spec.peer_name.clone())
@@ -354,7 +354,6 @@ impl Netlink {
         let mut host = LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth)
             .name(spec.host_name.clone())
             .controller(spec.master)
-            .up()
             .set_info_data(InfoData::Veth(InfoVeth::Peer(peer.build())));
         if let Some(mtu) = spec.mtu {
             host = host.mtu(mtu);
