@@ -5,7 +5,9 @@
 //! visible to the very next query after `add_endpoint` returns, with no reload window.
 //! Everything here is pure: the answer to a question is a function of (snapshot, client, question).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use imbl::{HashMap, OrdMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
@@ -41,7 +43,10 @@ pub(crate) struct NetRecords {
     /// Internal networks never forward.
     pub(crate) internal: bool,
     /// Endpoints by key, names already normalised.
-    endpoints: BTreeMap<String, EndpointDns>,
+    endpoints: OrdMap<String, EndpointDns>,
+    /// Name form -> keys (sorted) of the endpoints that have it: what an incremental update
+    /// recomputes `names` from.
+    holders: HashMap<String, Vec<String>>,
     /// Lowercase name (bare, `.network`, `.domain`) -> addresses in endpoint-key order.
     names: HashMap<String, Vec<IpAddr>>,
     /// Address -> PTR target (`name.network.`).
@@ -105,7 +110,8 @@ impl NetRecords {
             listen: net.listen.clone(),
             upstreams: net.upstreams.clone(),
             internal: net.internal,
-            endpoints: BTreeMap::new(),
+            endpoints: OrdMap::new(),
+            holders: HashMap::new(),
             names: HashMap::new(),
             ptr: HashMap::new(),
             by_ip: HashMap::new(),
@@ -115,24 +121,129 @@ impl NetRecords {
     }
 
     /// A copy of this network with `ep` added (or replacing the endpoint with the same key).
+    /// The copy shares everything untouched with `self`; only the entries of `ep`'s names and
+    /// addresses are recomputed, so the cost does not grow with the network.
     pub(crate) fn with_endpoint(&self, ep: EndpointDns) -> Self {
         let mut next = self.clone();
         let mut ep = ep;
         ep.names = ep.names.iter().map(|n| normalize(n)).collect();
-        next.endpoints.insert(ep.key.clone(), ep);
-        next.reindex();
+        if let Some(old) = next.endpoints.remove(&ep.key) {
+            next.unindex(&old);
+        }
+        next.endpoints.insert(ep.key.clone(), ep.clone());
+        next.index(&ep);
         next
     }
 
     /// A copy of this network without the endpoint `key`, or None when it is not there.
     pub(crate) fn without_endpoint(&self, key: &str) -> Option<Self> {
-        if !self.endpoints.contains_key(key) {
-            return None;
-        }
         let mut next = self.clone();
-        next.endpoints.remove(key);
-        next.reindex();
+        let old = next.endpoints.remove(key)?;
+        next.unindex(&old);
         Some(next)
+    }
+
+    /// The name forms an endpoint name is reachable under: bare, `.network`, `.domain`.
+    fn forms(&self, name: &str) -> Vec<String> {
+        let mut forms = vec![name.to_string(), format!("{name}.{}", self.zone)];
+        if let Some(domain) = &self.domain {
+            forms.push(format!("{name}.{domain}"));
+        }
+        forms
+    }
+
+    /// Adds `ep`'s entries (it is already in `endpoints`).
+    fn index(&mut self, ep: &EndpointDns) {
+        for name in &ep.names {
+            for form in self.forms(name) {
+                let mut keys = self.holders.get(&form).cloned().unwrap_or_default();
+                if let Err(at) = keys.binary_search(&ep.key) {
+                    keys.insert(at, ep.key.clone());
+                }
+                self.holders.insert(form.clone(), keys);
+                self.refresh_name(&form);
+            }
+        }
+        for addr in &ep.addrs {
+            let mut keys = self.by_ip.get(addr).cloned().unwrap_or_default();
+            if let Err(at) = keys.binary_search(&ep.key) {
+                keys.insert(at, ep.key.clone());
+            }
+            self.by_ip.insert(*addr, keys);
+            self.refresh_ptr(*addr);
+        }
+    }
+
+    /// Removes `ep`'s entries (it is already gone from `endpoints`).
+    fn unindex(&mut self, ep: &EndpointDns) {
+        for name in &ep.names {
+            for form in self.forms(name) {
+                if let Some(keys) = self.holders.get(&form) {
+                    let keys: Vec<String> =
+                        keys.iter().filter(|k| **k != ep.key).cloned().collect();
+                    if keys.is_empty() {
+                        self.holders.remove(&form);
+                    } else {
+                        self.holders.insert(form.clone(), keys);
+                    }
+                }
+                self.refresh_name(&form);
+            }
+        }
+        for addr in &ep.addrs {
+            if let Some(keys) = self.by_ip.get(addr) {
+                let keys: Vec<String> = keys.iter().filter(|k| **k != ep.key).cloned().collect();
+                if keys.is_empty() {
+                    self.by_ip.remove(addr);
+                } else {
+                    self.by_ip.insert(*addr, keys);
+                }
+            }
+            self.refresh_ptr(*addr);
+        }
+    }
+
+    /// Recomputes one name's addresses from its holders, in endpoint-key order, deduplicated.
+    fn refresh_name(&mut self, form: &str) {
+        let mut addrs: Vec<IpAddr> = Vec::new();
+        for key in self.holders.get(form).into_iter().flatten() {
+            if let Some(ep) = self.endpoints.get(key) {
+                for a in &ep.addrs {
+                    if !addrs.contains(a) {
+                        addrs.push(*a);
+                    }
+                }
+            }
+        }
+        if addrs.is_empty() {
+            self.names.remove(form);
+        } else {
+            self.names.insert(form.to_string(), addrs);
+        }
+    }
+
+    /// Recomputes one address's PTR target: the container name of its first holder.
+    fn refresh_ptr(&mut self, addr: IpAddr) {
+        let zone = Name::from_ascii(&self.zone).ok();
+        let target = self.by_ip.get(&addr).and_then(|keys| {
+            keys.iter().find_map(|k| {
+                let first = self.endpoints.get(k)?.names.first()?;
+                let mut t = Name::from_ascii(first)
+                    .ok()?
+                    .append_name(zone.as_ref()?)
+                    .ok()?;
+                t.set_fqdn(true);
+                Some(t)
+            })
+        });
+        match target {
+            Some(t) => {
+                self.ptr.insert(addr, t);
+            }
+            None => {
+                self.ptr.remove(&addr);
+            }
+        }
     }
 
     /// Whether an endpoint with this key is registered here.
@@ -140,43 +251,17 @@ impl NetRecords {
         self.endpoints.contains_key(key)
     }
 
-    /// Rebuilds the lookup indexes from `endpoints`; O(endpoints of this network).
+    /// Rebuilds every index from `endpoints` from scratch: O(endpoints). The incremental
+    /// updates must always agree with it (checked by a property test).
     fn reindex(&mut self) {
-        let mut names: HashMap<String, Vec<IpAddr>> = HashMap::new();
-        let mut ptr = HashMap::new();
-        let mut by_ip: HashMap<IpAddr, Vec<String>> = HashMap::new();
-        let zone_name = Name::from_ascii(&self.zone).ok();
-        for ep in self.endpoints.values() {
-            for name in &ep.names {
-                let mut forms = vec![name.clone(), format!("{name}.{}", self.zone)];
-                if let Some(domain) = &self.domain {
-                    forms.push(format!("{name}.{domain}"));
-                }
-                for form in forms {
-                    let addrs = names.entry(form).or_default();
-                    for addr in &ep.addrs {
-                        if !addrs.contains(addr) {
-                            addrs.push(*addr);
-                        }
-                    }
-                }
-            }
-            for addr in &ep.addrs {
-                by_ip.entry(*addr).or_default().push(ep.key.clone());
-                // The first name is the container name; PTR points at `name.network.`.
-                if let (Some(first), Some(zone)) = (ep.names.first(), &zone_name) {
-                    if let Ok(label) = Name::from_ascii(first) {
-                        if let Ok(mut target) = label.append_name(zone) {
-                            target.set_fqdn(true);
-                            ptr.entry(*addr).or_insert(target);
-                        }
-                    }
-                }
-            }
+        self.holders = HashMap::new();
+        self.names = HashMap::new();
+        self.ptr = HashMap::new();
+        self.by_ip = HashMap::new();
+        let eps: Vec<EndpointDns> = self.endpoints.values().cloned().collect();
+        for ep in &eps {
+            self.index(ep);
         }
-        self.names = names;
-        self.ptr = ptr;
-        self.by_ip = by_ip;
     }
 
     /// Addresses of a (normalised) name in this network.
@@ -470,6 +555,74 @@ mod tests {
             key: key.into(),
             names: names.iter().map(|s| s.to_string()).collect(),
             addrs: addrs.iter().map(|s| s.parse().unwrap()).collect(),
+        }
+    }
+
+    /// The incremental index after any sequence of adds, replacements and removals equals a
+    /// from-scratch rebuild of the same endpoints.
+    mod incremental {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn arb_op() -> impl Strategy<Value = (bool, u8, Vec<u8>, Vec<u8>)> {
+            (
+                any::<bool>(),
+                0u8..6,
+                proptest::collection::vec(0u8..5, 0..3),
+                proptest::collection::vec(0u8..6, 0..3),
+            )
+        }
+
+        proptest! {
+            #[test]
+            fn matches_a_full_rebuild(ops in proptest::collection::vec(arb_op(), 0..40)) {
+                let mut recs = NetRecords::new(&net("n", "10.9.0.0/24", "10.9.0.1", Some("n.netd")));
+                for (add, key, names, addrs) in ops {
+                    let key = format!("k{key}");
+                    if add {
+                        let names: Vec<String> = names.iter().map(|n| format!("Name{n}")).collect();
+                        let addrs: Vec<IpAddr> =
+                            addrs.iter().map(|a| format!("10.9.0.{}", a + 2).parse().unwrap()).collect();
+                        recs = recs.with_endpoint(EndpointDns { key, names, addrs });
+                    } else if let Some(next) = recs.without_endpoint(&key) {
+                        recs = next;
+                    }
+                    let mut fresh = recs.clone();
+                    fresh.reindex();
+                    prop_assert_eq!(&recs.names, &fresh.names);
+                    prop_assert_eq!(&recs.ptr, &fresh.ptr);
+                    prop_assert_eq!(&recs.by_ip, &fresh.by_ip);
+                    prop_assert_eq!(&recs.holders, &fresh.holders);
+                    // An independent oracle: the straightforward definition of each index.
+                    let mut names: std::collections::HashMap<String, Vec<IpAddr>> = Default::default();
+                    let mut by_ip: std::collections::HashMap<IpAddr, Vec<String>> = Default::default();
+                    for ep in recs.endpoints.values() {
+                        for n in &ep.names {
+                            for form in recs.forms(n) {
+                                let v = names.entry(form).or_default();
+                                for a in &ep.addrs {
+                                    if !v.contains(a) {
+                                        v.push(*a);
+                                    }
+                                }
+                            }
+                        }
+                        for a in &ep.addrs {
+                            let keys = by_ip.entry(*a).or_default();
+                            if !keys.contains(&ep.key) {
+                                keys.push(ep.key.clone());
+                            }
+                        }
+                    }
+                    names.retain(|_, v| !v.is_empty());
+                    let got: std::collections::HashMap<String, Vec<IpAddr>> =
+                        recs.names.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+                    prop_assert_eq!(got, names);
+                    let got: std::collections::HashMap<IpAddr, Vec<String>> =
+                        recs.by_ip.iter().map(|(k, v)| (*k, v.clone())).collect();
+                    prop_assert_eq!(got, by_ip);
+                }
+            }
         }
     }
 
