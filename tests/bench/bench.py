@@ -149,6 +149,7 @@ def kill_netns_procs(name):
 def versions():
     v = {}
     v["netd"] = sh([NETD, "--version"], check=False).strip()
+    v["netd_git"] = sh(["git", "-C", HERE, "describe", "--always", "--dirty"], check=False).strip()
     v["netavark"] = sh([NETAVARK, "version"], check=False).strip().replace("\n", " ")
     v["aardvark-dns"] = sh([AARDVARK, "--version"], check=False).strip()
     v["dnsmasq"] = sh(["dnsmasq", "--version"], check=False).splitlines()[0]
@@ -220,12 +221,15 @@ class Netd(System):
         self.proc = None
 
     def start(self):
+        # Directories are per instance (self.short), so several netd never share a socket.
+        self.dir = f"{RUN}/{self.short}"
+        self.sock = f"{self.dir}/netd.sock"
         os.makedirs(self.dir, exist_ok=True)
-        shutil.rmtree(f"{STATE}/nd", ignore_errors=True)
-        os.makedirs(f"{STATE}/nd", exist_ok=True)
+        shutil.rmtree(f"{STATE}/{self.short}", ignore_errors=True)
+        os.makedirs(f"{STATE}/{self.short}", exist_ok=True)
         rc = f"{self.dir}/resolv.conf"
         open(rc, "w").write("nameserver 127.0.0.1\n")
-        self.proc = start_netd(self.host, self.sock, f"{STATE}/nd/state", rc,
+        self.proc = start_netd(self.host, self.sock, f"{STATE}/{self.short}/state", rc,
                                f"{self.dir}/netd.log")
 
     def stop(self):
@@ -382,6 +386,8 @@ def start_netd(host_ns, sock, state, resolv, logf, cpus=None, extra=()):
     p = subprocess.Popen(cmd, stdout=open(logf, "a"), stderr=subprocess.STDOUT,
                          stdin=subprocess.DEVNULL, env=env)
     for _ in range(200):
+        if p.poll() is not None:
+            raise RuntimeError(f"netd exited ({p.returncode}): {open(logf).read()[-2000:]}")
         if os.path.exists(sock):
             r = subprocess.run([NETCTL, "--socket", sock, "status"], capture_output=True)
             if r.returncode == 0:
@@ -430,9 +436,16 @@ def strace_netd_add(netd, idx, ports, tag):
         f = line.split()
         proto[f[-1]] = int(f[1])
     nf, rt, rtc = [], [], []
-    for m in re.finditer(r"NETLINK:\[(\d+)\]>[^\n]*\)\s*=\s*(\d+)", data):
-        p = proto.get(m.group(1))
-        (nf if p == 12 else rt if p == 0 else rtc).append(int(m.group(2)))
+    # strace prints NETLINK:[INODE] or, when it can ask sock_diag, NETLINK:[PROTO:PORTID].
+    for m in re.finditer(r"NETLINK:\[([^\]]*)\]>[^\n]*\)\s*=\s*(\d+)", data):
+        sock, n = m.group(1), int(m.group(2))
+        p = proto.get(sock)
+        if "NETFILTER" in sock or p == 12:
+            nf.append(n)
+        elif "ROUTE" in sock or p == 0:
+            rt.append(n)
+        else:
+            rtc.append(n)
     rt += rtc
     syncs = len(re.findall(r"\b(fsync|fdatasync)\(", data))
     netd.delete(idx, ports)
@@ -597,6 +610,9 @@ def dns_bench(args, out):
     d = f"{RUN}/dns"
     os.makedirs(d, exist_ok=True)
     netns_add_many([DNS_HOST, DNS_CLI, DNS_FILL, DNS_OUT])
+    for n in (DNS_CLI, DNS_FILL):
+        # IPv4-only containers: no link-local/RS/MLD chatter from 1,000 interfaces.
+        sh(ns_exec(n, ["sysctl", "-q", "-w", "net.ipv6.conf.default.disable_ipv6=1"]))
     procs = []
     try:
         outside_link(DNS_HOST, DNS_OUT, tag="d")
@@ -641,6 +657,9 @@ def dns_bench(args, out):
                      "--ifname", "eth0" if i == 0 else f"e{i}")
             with cf.ThreadPoolExecutor(4) as ex:
                 list(ex.map(attach, range(n_ep)))
+            # New interfaces send IPv6 router solicitations and MLD reports for a few seconds,
+            # flooded to every bridge port: let that settle before measuring.
+            time.sleep(args.dns_settle)
             insp = json.loads(nctl("--format", "json", "inspect", "dnsb"))
             eps = {}
             for e in insp["endpoints"]:
@@ -923,6 +942,14 @@ def floor_bench(args, out):
         t0 = time.perf_counter()
         sh(["ip", "-n", host, "-batch", "-"], input=script)
         res["veth_delete_ms"] = (time.perf_counter() - t0) / n * 1e3
+        # The same veths deleted in bulk: one RTM_DELLINK for a link group, so the kernel
+        # unregisters them together (one RCU grace period for all).
+        script = "".join(f"link add vg{i} master br0 up group 99 type veth peer name eth1 "
+                         f"netns {c}\n" for i, c in enumerate(cs))
+        sh(["ip", "-n", host, "-batch", "-"], input=script)
+        t0 = time.perf_counter()
+        sh(["ip", "-n", host, "link", "del", "group", "99"])
+        res["veth_delete_bulk_group_ms"] = (time.perf_counter() - t0) / n * 1e3
         # One durable 4 KiB write, as a store commit needs (fsync on the state filesystem).
         os.makedirs(STATE, exist_ok=True)
         fn = f"{STATE}/fsync-probe"
@@ -948,22 +975,32 @@ def main():
     ap.add_argument("--only", default="floor,cni,dns,datapath")
     ap.add_argument("--out", default=None)
     ap.add_argument("--no-strace", dest="strace", action="store_false")
+    ap.add_argument("--cni-time-limit", type=float, default=None,
+                    help="seconds of ADDs per CNI phase before it stops early (then DELs)")
+    ap.add_argument("--update", action="store_true",
+                    help="replace only the sections run in an existing result file")
     a = ap.parse_args()
     if a.quick:
         a.cni_n, a.cni_window, a.cni_modes, a.cni_ports = 40, 10, ["seq", "par8"], [False, True]
-        a.cni_time_limit = 300
+        a.cni_time_limit = a.cni_time_limit or 300
         a.dns_endpoints, a.dns_names_per_ep, a.dns_reps, a.dns_dur = 200, [1, 10], 1, 2
-        a.dns_fixed_dur, a.dns_rate = 2, 2000
+        a.dns_fixed_dur, a.dns_rate, a.dns_settle = 2, 2000, 3
         a.iperf_dur, a.iperf_reps, a.conn_dur, a.conn_reps = 2, 2, 1, 2
     else:
         a.cni_n, a.cni_window, a.cni_modes, a.cni_ports = 1000, 100, ["seq", "par8"], [False, True]
-        a.cni_time_limit = 900
+        a.cni_time_limit = a.cni_time_limit or 2400
         a.dns_endpoints, a.dns_names_per_ep, a.dns_reps, a.dns_dur = 1000, [1, 10], 2, 4
-        a.dns_fixed_dur, a.dns_rate = 3, 2000
+        a.dns_fixed_dur, a.dns_rate, a.dns_settle = 3, 2000, 10
         a.iperf_dur, a.iperf_reps, a.conn_dur, a.conn_reps = 4, 4, 3, 4
     for d in (RUN, STATE, RESULTS):
         os.makedirs(d, exist_ok=True)
     out = {"quick": a.quick, "machine": machine(), "versions": versions()}
+    fn = a.out or os.path.join(RESULTS, "quick.json" if a.quick else "full.json")
+    if a.update and os.path.exists(fn):
+        # Re-run some sections into an existing result; the rest is kept.
+        prev = json.load(open(fn))
+        prev.setdefault("reruns", []).append({"sections": a.only, "machine": out["machine"]})
+        out = prev
     log(f"machine {out['machine']}")
     only = a.only.split(",")
     try:
@@ -976,9 +1013,11 @@ def main():
         if "cni" in only:
             cni_bench(a, out)
     finally:
-        out["machine"]["loadavg_end"] = loadavg()
-        fn = a.out or os.path.join(RESULTS, "quick.json" if a.quick else "full.json")
-        json.dump(out, open(fn, "w"), indent=1)
+        if a.update and "reruns" in out:
+            out["reruns"][-1]["machine"]["loadavg_end"] = loadavg()
+        else:
+            out["machine"]["loadavg_end"] = loadavg()
+        json.dump(out, open(fn, "w"), separators=(",", ":"))
         log(f"wrote {fn}")
 
 

@@ -42,6 +42,7 @@ def tables(r):
             n = ph["n_done"]
             w = c["window"]
             out.append(f"**{key}** ({n} containers, {ph['seconds']:.0f} s, load {' '.join(ph['loadavg'])})\n")
+            w = min(w, n)
             out.append(f"| system | ADD 1–{w} p50/p90/p99 | ADD {n - w + 1}–{n} p50/p90/p99 | "
                        f"DEL (full net) p50/p90/p99 | DEL (last {w}) p50 | ADD p50 vs netd |")
             out.append("|---|---|---|---|---|---|")
@@ -97,12 +98,15 @@ def tables(r):
         dp = r["datapath"]
         out.append("### Datapath\n")
         out.append("| test | netd | ref bridge | netd/ref |\n|---|---|---|---|")
+        rng = lambda xs, nd: f"({f(min(xs), nd)}–{f(max(xs), nd)})"  # noqa
         for case, v in dp["iperf"].items():
-            out.append(f"| iperf3 {case} (Gb/s, median) | {f(v['netd']['median'], 2)} | "
-                       f"{f(v['ref']['median'], 2)} | {v['netd']['median'] / v['ref']['median']:.2f} |")
+            out.append(f"| iperf3 {case}, Gb/s: median (min–max) | {f(v['netd']['median'], 2)} "
+                       f"{rng(v['netd']['gbps'], 2)} | {f(v['ref']['median'], 2)} "
+                       f"{rng(v['ref']['gbps'], 2)} | {v['netd']['median'] / v['ref']['median']:.2f} |")
         for case, v in dp["connrate"].items():
             out.append(f"| TCP connects/s to a published port, {case} published | "
-                       f"{f(v['netd']['median'], 0)} | {f(v['ref']['median'], 0)} | "
+                       f"{f(v['netd']['median'], 0)} {rng(v['netd']['per_s'], 0)} | "
+                       f"{f(v['ref']['median'], 0)} {rng(v['ref']['per_s'], 0)} | "
                        f"{v['netd']['median'] / v['ref']['median']:.2f} |")
         out.append("")
     return "\n".join(out)

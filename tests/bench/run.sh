@@ -1,29 +1,12 @@
 #!/usr/bin/env bash
 # netd benchmarks against the peers. Usage (root):
 #   tests/bench/run.sh [--quick] [--only floor,dns,datapath,cni] [--no-strace]
+#   tests/bench/run.sh --profile     # perf + strace -c of netd during ADDs and DNS load
 # Installs the peers (Debian packages) if missing, builds netd in release mode, runs every
 # benchmark inside network namespaces named ndb-* that it creates, removes them on exit
 # (also on failure or Ctrl-C), prints tables and writes tests/bench/results/{quick,full}.json
-# plus plots (PNG).
+# (+ .md tables and PNG plots).
 set -euo pipefail
-here="$(cd "$(dirname "$0")" && pwd)"
-root="$(cd "$here/../.." && pwd)"
-export NDB_TARGET="${CARGO_TARGET_DIR:-/work/target-bench}/release"
-
-[ "$(id -u)" = 0 ] || { echo "run as root (namespaces, nftables)" >&2; exit 1; }
-
-pkgs=(containernetworking-plugins netavark aardvark-dns dnsmasq-base dnsperf iperf3
-      python3-matplotlib strace iptables)
-missing=()
-for p in "${pkgs[@]}"; do
-    dpkg-query -W -f '${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
-done
-if [ "${#missing[@]}" -gt 0 ]; then
-    echo "installing ${missing[*]}"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
-fi
-
-(cd "$root" && CARGO_TARGET_DIR="${NDB_TARGET%/release}" cargo build --release --workspace --bins)
 
 cleanup() {
     # Only what this script created: processes inside ndb-* namespaces, then the namespaces.
@@ -34,8 +17,38 @@ cleanup() {
     done
     rm -rf /run/ndbench /var/tmp/ndbench
 }
-trap cleanup EXIT INT TERM
-cleanup  # leftovers of an interrupted run
 
-/usr/bin/python3 "$here/bench.py" "$@"
-/usr/bin/python3 "$here/report.py" "$@"
+main() {
+    local here root
+    here="$(cd "$(dirname "$0")" && pwd)"
+    root="$(cd "$here/../.." && pwd)"
+    export NDB_TARGET="${CARGO_TARGET_DIR:-/work/target-bench}/release"
+    [ "$(id -u)" = 0 ] || { echo "run as root (namespaces, nftables)" >&2; exit 1; }
+
+    local pkgs=(containernetworking-plugins netavark aardvark-dns dnsmasq-base dnsperf iperf3
+                python3-matplotlib strace iptables linux-perf)
+    local missing=() p
+    for p in "${pkgs[@]}"; do
+        dpkg-query -W -f '${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+    done
+    if [ "${#missing[@]}" -gt 0 ]; then
+        echo "installing ${missing[*]}"
+        DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
+    fi
+
+    (cd "$root" && CARGO_TARGET_DIR="${NDB_TARGET%/release}" cargo build --release --workspace --bins)
+
+    trap cleanup EXIT INT TERM
+    cleanup  # leftovers of an interrupted run
+
+    if [ "${1:-}" = "--profile" ]; then
+        /usr/bin/python3 "$here/profile.py"
+        return
+    fi
+    /usr/bin/python3 "$here/bench.py" "$@"
+    /usr/bin/python3 "$here/report.py" "$@"
+}
+
+# Everything runs from main, so bash has read the whole file before it starts.
+main "$@"
+exit

@@ -1,0 +1,174 @@
+#!/usr/bin/python3
+"""Where netd's time goes: perf + strace -c of netd during (a) CNI ADDs with 2 ports and
+(b) saturating DNS A queries. Run as root through `tests/bench/run.sh --profile` (same
+namespaces and cleanup as the benchmarks). Writes results/profile-*.txt."""
+
+import concurrent.futures as cf
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bench  # noqa: E402
+
+OUT = bench.RESULTS
+
+
+def perf_report(data, out, extra=()):
+    r = subprocess.run(["perf", "report", "-i", data, "--no-children", "-g", "none",
+                        "--percent-limit", "1.5", "--stdio", *extra],
+                       capture_output=True, text=True)
+    lines = [ln for ln in r.stdout.splitlines() if ln and not ln.startswith("#")]
+    hdr = [ln for ln in r.stdout.splitlines() if "Samples" in ln]
+    open(out, "w").write("\n".join(hdr + lines[:45]) + "\n")
+    return hdr
+
+
+def attach_perf(pid, fn):
+    return subprocess.Popen(["perf", "record", "-F", "999", "-g", "-o", fn, "-p", str(pid)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def stop(p):
+    p.send_signal(signal.SIGINT)
+    p.wait()
+
+
+def netlink_bytes(trace, pid):
+    """Bytes sent/received per netlink family in a strace -yy file."""
+    proto = {}
+    for line in open(f"/proc/{pid}/net/netlink").read().splitlines()[1:]:
+        f = line.split()
+        proto[f[-1]] = int(f[1])
+    out = {}
+    for m in re.finditer(r"(sendto|recvfrom|recvmsg|sendmsg)\(\d+<NETLINK:\[([^\]]*)\]>[^\n]*\)\s*=\s*(\d+)",
+                         open(trace).read()):
+        call, sock, n = m.group(1), m.group(2), int(m.group(3))
+        p = proto.get(sock)
+        fam = ("netfilter" if "NETFILTER" in sock or p == 12 else
+               "route-host" if "ROUTE" in sock or p == 0 else "route-container")
+        k = f"{fam} {'sent' if call.startswith('send') else 'received'}"
+        out[k] = out.get(k, 0) + n
+        out[k + " calls"] = out.get(k + " calls", 0) + 1
+    return out
+
+
+def cni_profile(high=900):
+    """netd ADD (no ports) at ~100 and at ~HIGH endpoints: CPU per ADD, perf, netlink bytes."""
+    nd = bench.Netd()
+    nd.host, nd.short = "ndb-pf-h", "pf"
+    n = high + 120
+    bench.netns_add_many([nd.host] + [nd.cns(i) for i in range(1, n + 1)])
+    summary = []
+    try:
+        os.makedirs(bench.RUN, exist_ok=True)
+        nd.start()
+        pid = nd.proc.pid
+        pool = cf.ThreadPoolExecutor(1, initializer=bench.enter_netns, initargs=(nd.host,))
+        nxt = [1]
+
+        def adds(k):
+            t = []
+            for _ in range(k):
+                t.append(pool.submit(nd.add, nxt[0], False).result())
+                nxt[0] += 1
+            return t
+
+        def measure(tag):
+            st = subprocess.Popen(["strace", "-f", "-yy", "-qq", "-s", "0", "-e",
+                                   "trace=sendto,recvfrom,sendmsg,recvmsg,fdatasync,fsync",
+                                   "-o", f"{bench.RUN}/nl-{tag}.txt", "-p", str(pid)],
+                                  stderr=subprocess.DEVNULL)
+            time.sleep(0.5)
+            adds(5)
+            time.sleep(0.2)
+            stop(st)
+            nl = {k: v / 5 for k, v in netlink_bytes(f"{bench.RUN}/nl-{tag}.txt", pid).items()}
+            st = subprocess.Popen(["strace", "-f", "-c", "-o", f"{OUT}/profile-add-{tag}-strace.txt",
+                                   "-p", str(pid)], stderr=subprocess.DEVNULL)
+            time.sleep(0.5)
+            adds(20)
+            time.sleep(0.2)
+            stop(st)
+            t = adds(30)  # unprofiled wall time
+            c0 = bench.proc_cpu_ticks(pid)
+            pf = attach_perf(pid, f"{bench.RUN}/add-{tag}.perf")
+            time.sleep(0.5)
+            adds(50)
+            time.sleep(0.2)
+            stop(pf)
+            c1 = bench.proc_cpu_ticks(pid)
+            perf_report(f"{bench.RUN}/add-{tag}.perf", f"{OUT}/profile-add-{tag}-perf.txt",
+                        ["--sort", "sym"])
+            perf_report(f"{bench.RUN}/add-{tag}.perf", f"{OUT}/profile-add-{tag}-perf-dso.txt",
+                        ["--sort", "comm,dso"])
+            line = (f"[{tag}] endpoints before: {nxt[0] - 106}; ADD wall p50 (unprofiled, 30 ADDs) "
+                    f"{sorted(t)[15] * 1e3:.2f} ms; netd CPU per ADD (50 ADDs, under perf) "
+                    f"{(c1 - c0) / bench.CLK * 1e3 / 50:.2f} ms; netlink per ADD: "
+                    + ", ".join(f"{k} {v:.0f}" for k, v in sorted(nl.items())))
+            print(line)
+            summary.append(line)
+        adds(50)
+        measure("low")
+        adds(high - nxt[0] + 1)
+        measure("high")
+        open(f"{OUT}/profile-add-summary.txt", "w").write("\n".join(summary) + "\n")
+    finally:
+        nd.stop()
+        bench.kill_netns_procs(nd.host)
+        bench.netns_del_many([nd.host] + [nd.cns(i) for i in range(1, n + 1)])
+
+
+def dns_profile():
+    host, cli = "ndb-pd-h", "ndb-pd-c"
+    d = f"{bench.RUN}/pd"
+    os.makedirs(d, exist_ok=True)
+    bench.netns_add_many([host, cli])
+    p = None
+    try:
+        open(f"{d}/resolv.conf", "w").write("nameserver 127.0.0.1\n")
+        p = bench.start_netd(host, f"{d}/netd.sock", f"{bench.STATE}/pd", f"{d}/resolv.conf",
+                             f"{d}/netd.log", cpus="1")
+        ctl = lambda *a: bench.sh([bench.NETCTL, "--socket", f"{d}/netd.sock", *a])  # noqa
+        ctl("create", "dnsb", "--subnet", "10.99.0.0/16", "--gateway", bench.GW)
+        ctl("connect", "dnsb", "--netns", f"/run/netns/{cli}", "--name", "c0")
+        open(f"{d}/q", "w").write("c0.dnsb A\n")
+        old = bench.DNS_CLI
+        bench.DNS_CLI = cli
+        st = subprocess.Popen(["strace", "-f", "-c", "-o", f"{OUT}/profile-dns-strace.txt",
+                               "-p", str(p.pid)], stderr=subprocess.DEVNULL)
+        time.sleep(0.5)
+        r = bench.dnsperf(53, f"{d}/q", 3)
+        stop(st)
+        with open(f"{OUT}/profile-dns-strace.txt", "a") as f:
+            f.write(f"\nqueries answered under strace: {r['completed']}\n")
+        pf = attach_perf(p.pid, f"{bench.RUN}/dns.perf")
+        time.sleep(0.5)
+        c0 = bench.proc_cpu_ticks(p.pid)
+        r = bench.dnsperf(53, f"{d}/q", 5)
+        c1 = bench.proc_cpu_ticks(p.pid)
+        stop(pf)
+        bench.DNS_CLI = old
+        perf_report(f"{bench.RUN}/dns.perf", f"{OUT}/profile-dns-perf.txt", ["--sort", "sym"])
+        perf_report(f"{bench.RUN}/dns.perf", f"{OUT}/profile-dns-perf-dso.txt",
+                    ["--sort", "comm,dso"])
+        msg = (f"DNS under perf: {r['qps']} q/s, netd CPU {((c1 - c0) / bench.CLK * 1e6 / r['completed']):.1f}"
+               f" us/query")
+        open(f"{OUT}/profile-dns-summary.txt", "w").write(msg + "\n")
+        print(msg)
+    finally:
+        bench.stop_proc(p)
+        bench.kill_netns_procs(host)
+        bench.netns_del_many([host, cli])
+
+
+if __name__ == "__main__":
+    os.makedirs(OUT, exist_ok=True)
+    what = sys.argv[1:] or ["cni", "dns"]
+    if "cni" in what:
+        cni_profile()
+    if "dns" in what:
+        dns_profile()
