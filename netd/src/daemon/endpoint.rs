@@ -246,6 +246,13 @@ impl Daemon {
         })
         .await?;
         crate::netlink::disable_ipv6(host_veth)?;
+        if !st.net.subnets.iter().any(|s| s.subnet.addr().is_ipv6()) {
+            // On an IPv4-only network the container end gets no IPv6 either (as Docker does):
+            // otherwise every new interface sends MLD reports and router solicitations that the
+            // bridge floods to every port, a cost that grows with each container.
+            let name = ifname.to_string();
+            ns.run(move || crate::netlink::disable_ipv6(&name))??;
+        }
         let (host_end, inner) =
             tokio::join!(host.link_by_name(host_veth), cont.link_by_name(ifname));
         let host_end = host_end?;
