@@ -744,3 +744,26 @@ fn api_refuses_non_root_peers_and_has_no_tcp_listener() {
         .collect();
     assert!(api.is_empty(), "netd listens on TCP: {api:?}");
 }
+
+#[test]
+fn a_request_body_that_never_arrives_gets_an_error_not_a_stuck_connection() {
+    use std::io::{Read, Write};
+    let h = Host::start();
+    let mut s = std::os::unix::net::UnixStream::connect(h.socket()).unwrap();
+    // Announce 100 bytes, send 10, then wait: netd must answer on its own.
+    s.write_all(
+        b"POST /v1/networks HTTP/1.1\r\nhost: netd\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{\"name\":\"x",
+    )
+    .unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(60)))
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    let n = s
+        .read(&mut buf)
+        .expect("netd answered before the client gave up");
+    let text = String::from_utf8_lossy(&buf[..n]);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(text.contains("invalid_request"), "{text}");
+    // The daemon is unaffected and nothing was created.
+    assert!(h.netctl_json(&["ls"]).as_array().unwrap().is_empty());
+}

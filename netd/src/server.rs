@@ -246,8 +246,38 @@ async fn authorize(
         )
         .into_response();
     }
-    next.run(req).await
+    // Read the whole body here, bounded in size and time, so no handler ever waits on a
+    // client: a request announcing more bytes than it sends gets an error instead of holding
+    // its connection (and whatever the handler would hold) forever.
+    let (parts, body) = req.into_parts();
+    let bytes = match tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, MAX_BODY)).await
+    {
+        Ok(Ok(bytes)) => bytes,
+        Ok(Err(e)) => {
+            return ApiError::new(
+                ErrorCode::InvalidRequest,
+                format!("reading request body (length limit {MAX_BODY} bytes): {e}"),
+            )
+            .into_response()
+        }
+        Err(_) => {
+            let msg = format!(
+                "reading request body: incomplete after {}s",
+                BODY_TIMEOUT.as_secs()
+            );
+            let body = ErrorBody {
+                code: ErrorCode::InvalidRequest,
+                message: msg,
+            };
+            return (StatusCode::REQUEST_TIMEOUT, Json(body)).into_response();
+        }
+    };
+    next.run(Request::from_parts(parts, axum::body::Body::from(bytes)))
+        .await
 }
+
+/// How long a client may take to send its request body.
+pub const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The API routes.
 pub fn router(daemon: Daemon, policy: AccessPolicy) -> Router {
