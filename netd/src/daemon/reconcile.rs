@@ -66,23 +66,11 @@ impl Daemon {
         self.remove_orphan_veths(&live).await
     }
 
+    /// Deletes host veths netd created (`ndv*`, derived from endpoint keys) that no live
+    /// endpoint owns, wherever they are: on a bridge, or freed from one that was deleted.
     async fn remove_orphan_veths(&self, live: &HashSet<String>) -> Result<(), DaemonError> {
-        let bridges: HashSet<u32> = {
-            let links = self.host().links().await?;
-            let names: HashSet<String> = self
-                .all_networks()
-                .iter()
-                .map(|s| s.net.bridge.clone())
-                .collect();
-            links
-                .iter()
-                .filter(|l| names.contains(&l.name))
-                .map(|l| l.index)
-                .collect()
-        };
         for link in self.host().links().await? {
-            let on_ours = link.master.is_some_and(|m| bridges.contains(&m));
-            if on_ours && link.name.starts_with(VETH_PREFIX) && !live.contains(&link.name) {
+            if link.name.starts_with(VETH_PREFIX) && !live.contains(&link.name) {
                 info!(veth = %link.name, "removing orphan veth");
                 if let Err(e) = self.host().delete_link(&link.name).await {
                     warn!(veth = %link.name, cause = %e, "removing orphan veth failed");
