@@ -63,6 +63,16 @@ fn two_containers_ping_through_the_bridge() {
         routes.contains("default via 10.88.0.1 dev eth0"),
         "{routes}"
     );
+    // netd acts inside containers from pool threads that return home after each job: none
+    // may stay in a container's namespace (that would keep it, and its veth, alive).
+    for c in [&c1, &c2] {
+        let ino = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(c.path()).unwrap());
+        assert!(
+            !h.thread_namespaces().contains(&ino),
+            "a netd thread is still inside {}",
+            c.path()
+        );
+    }
     // Bridge holds the gateway and both host ends.
     assert_eq!(h.ns.addrs("nd-mynet"), vec!["10.88.0.1/16".to_string()]);
     assert_eq!(h.bridge_ports("nd-mynet").len(), 2);

@@ -34,7 +34,8 @@ AARDVARK = "/usr/lib/podman/aardvark-dns"
 TARGET = os.environ.get("NDB_TARGET", "/work/target-bench/release")
 NETD = os.path.join(TARGET, "netd")
 NETCTL = os.path.join(TARGET, "netctl")
-NETD_CNI = os.path.join(TARGET, "netd-cni")
+# The plugin as scripts/build-cni-plugin.sh builds it (static PIE), else cargo's own build.
+NETD_CNI = os.environ.get("NDB_NETD_CNI", os.path.join(TARGET, "netd-cni"))
 CLK = os.sysconf("SC_CLK_TCK")
 
 libc = ctypes.CDLL("libc.so.6", use_errno=True)

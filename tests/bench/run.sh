@@ -37,6 +37,8 @@ main() {
     fi
 
     (cd "$root" && CARGO_TARGET_DIR="${NDB_TARGET%/release}" cargo build --release --workspace --bins)
+    NDB_NETD_CNI="$(cd "$root" && CARGO_TARGET_DIR="${NDB_TARGET%/release}" scripts/build-cni-plugin.sh)"
+    export NDB_NETD_CNI
 
     trap cleanup EXIT INT TERM
     cleanup  # leftovers of an interrupted run

@@ -373,6 +373,24 @@ impl Host {
     }
 
     /// Starts netd (after a stop or crash) and waits until it answers.
+    /// netd's pid (`ip netns exec` execs it in place), while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// The namespaces (nsfs inode numbers) netd's threads are in right now.
+    pub fn thread_namespaces(&self) -> Vec<u64> {
+        let pid = self.pid().expect("netd running");
+        let mut out = Vec::new();
+        for t in std::fs::read_dir(format!("/proc/{pid}/task")).expect("task dir") {
+            let ns = t.expect("task").path().join("ns/net");
+            if let Ok(m) = std::fs::metadata(&ns) {
+                out.push(std::os::unix::fs::MetadataExt::ino(&m));
+            }
+        }
+        out
+    }
+
     pub fn spawn(&mut self) {
         assert!(self.child.is_none(), "netd already running");
         let log = std::fs::OpenOptions::new()

@@ -1,6 +1,9 @@
 //! Endpoint attach, detach, check and GC.
 
+use std::net::IpAddr;
 use std::sync::Arc;
+
+use futures::future::join_all;
 
 use ipnet::IpNet;
 use netd_api::{AttachRequest, AttachResult, AttachmentId, DnsInfo, Endpoint, GcResult, RouteInfo};
@@ -16,7 +19,7 @@ use crate::store::{endpoint_key, EndpointRecord};
 /// The interfaces of a freshly created veth pair.
 struct Links {
     bridge: LinkInfo,
-    host_end: Option<LinkInfo>,
+    host_mac: [u8; 6],
     inner: LinkInfo,
 }
 
@@ -111,9 +114,8 @@ impl Daemon {
         };
         let netns_id = ns.id();
         // Cheap early answers before any lease is taken; the transaction re-checks the first.
-        let store = self.store().clone();
-        let k = key.clone();
-        if blocking(move || store.endpoint(&k)).await??.is_some() {
+        // A read transaction takes microseconds: not worth a hop to the blocking pool.
+        if self.store().endpoint(&key)?.is_some() {
             return Err(crate::store::StoreError::EndpointExists {
                 network: network.to_string(),
                 container_id: req.container_id.clone(),
@@ -211,7 +213,8 @@ impl Daemon {
         }
     }
 
-    /// Creates the veth pair (bridge recreated if it vanished) and reads back both ends.
+    /// Creates the veth pair (bridge recreated if it vanished), brings both ends up (each
+    /// without IPv6 where it needs none) and the container's loopback; reads back the inner end.
     async fn create_link(
         &self,
         st: &Arc<NetState>,
@@ -232,56 +235,64 @@ impl Daemon {
                 bridge
             }
         };
-        // A leftover host end of this very key (its record is gone) would block the name.
-        if host.delete_link(host_veth).await? {
-            debug!(veth = %host_veth, "removed stale host veth");
-        }
-        host.create_veth(&VethSpec {
+        // Chosen here rather than by the kernel, so the result needs no read-back.
+        let host_mac =
+            names::derived_mac(&format!("{host_veth}/{:?}", std::time::SystemTime::now()));
+        let spec = VethSpec {
             host_name: host_veth.to_string(),
             peer_name: ifname.to_string(),
             peer_netns: ns,
             master: bridge.index,
             mtu: st.net.mtu,
             peer_mac: Some(mac),
-        })
-        .await?;
-        crate::netlink::disable_ipv6(host_veth)?;
-        if !st.net.subnets.iter().any(|s| s.subnet.addr().is_ipv6()) {
-            // On an IPv4-only network the container end gets no IPv6 either (as Docker does):
-            // otherwise every new interface sends MLD reports and router solicitations that the
-            // bridge floods to every port, a cost that grows with each container.
-            let name = ifname.to_string();
-            ns.run(move || crate::netlink::disable_ipv6(&name))??;
+            host_mac: Some(host_mac),
+        };
+        match host.create_veth(&spec).await {
+            // A leftover host end of this very key (its record is gone) holds the name; the
+            // container's interface name was checked free before.
+            Err(e) if e.errno() == Some(libc::EEXIST) && host.delete_link(host_veth).await? => {
+                debug!(veth = %host_veth, "removed stale host veth");
+                host.create_veth(&spec).await?;
+            }
+            other => other?,
         }
-        let (host_end, inner) =
-            tokio::join!(host.link_by_name(host_veth), cont.link_by_name(ifname));
-        let host_end = host_end?;
-        let inner = inner?.ok_or_else(|| DaemonError::CheckFailed {
-            what: format!("{ifname} in {}", ns.path().display()),
-            problem: "interface vanished right after creation".into(),
-        })?;
-        let (host_up, up) = tokio::join!(
-            async {
-                match &host_end {
-                    Some(link) => {
-                        host.set_hairpin(link.index, &link.name).await?;
-                        host.set_up(link.index, &link.name).await
-                    }
-                    None => Ok(()),
-                }
-            },
-            cont.set_up(inner.index, ifname)
-        );
+        let v4_only = !st.net.subnets.iter().any(|s| s.subnet.addr().is_ipv6());
+        let host_side = async {
+            crate::netlink::disable_ipv6(host_veth)?;
+            host.activate_port(host_veth).await?;
+            Ok::<_, DaemonError>(())
+        };
+        let container_side = async {
+            if v4_only {
+                // On an IPv4-only network the container end gets no IPv6 either (as Docker
+                // does): otherwise every new interface sends MLD reports and router
+                // solicitations that the bridge floods to every port, a cost that grows with
+                // each container.
+                let name = ifname.to_string();
+                ns.run(move || crate::netlink::disable_ipv6(&name))??;
+            }
+            let inner =
+                cont.link_by_name(ifname)
+                    .await?
+                    .ok_or_else(|| DaemonError::CheckFailed {
+                        what: format!("{ifname} in {}", ns.path().display()),
+                        problem: "interface vanished right after creation".into(),
+                    })?;
+            let (up, lo) = tokio::join!(cont.set_up(inner.index, ifname), cont.set_up(1, "lo"));
+            up?;
+            lo?;
+            Ok::<_, DaemonError>(inner)
+        };
+        let (host_up, inner) = tokio::join!(host_side, container_side);
         host_up?;
-        up?;
         Ok(Links {
             bridge,
-            host_end,
-            inner,
+            host_mac,
+            inner: inner?,
         })
     }
 
-    /// Addresses, routes, loopback and the plugs of an endpoint whose veth exists.
+    /// Addresses, routes and the plugs of an endpoint whose veth is up.
     async fn configure_endpoint(
         &self,
         st: &Arc<NetState>,
@@ -291,26 +302,35 @@ impl Daemon {
     ) -> Result<AttachResult, DaemonError> {
         let ep = &rec.endpoint;
         let inner = &links.inner;
-        for ip in &ep.ips {
-            cont.add_address(inner.index, &ep.ifname, *ip).await?;
-        }
+        // The requests go out together on the one socket, in this order, and the kernel applies
+        // them in order: the routes find their gateways on-link through the addresses.
+        let addrs = ep
+            .ips
+            .iter()
+            .map(|ip| cont.add_address(inner.index, &ep.ifname, *ip));
+        let gateways: &[IpAddr] = if st.net.internal { &[] } else { &ep.gateways };
+        // The first interface of a container (lowest index) wins the default route.
+        let metric = DEFAULT_ROUTE_METRIC + inner.index;
+        let defaults = gateways
+            .iter()
+            .map(|gw| cont.add_default_route(inner.index, &ep.ifname, *gw, metric));
+        let (addrs, defaults) = tokio::join!(join_all(addrs), join_all(defaults));
+        addrs
+            .into_iter()
+            .chain(defaults)
+            .collect::<Result<(), _>>()?;
         crate::failpoint::hit("attach-after-addresses");
-        let mut routes = Vec::new();
-        if !st.net.internal {
-            for gw in &ep.gateways {
-                // The first interface of a container (lowest index) wins the default route.
-                let metric = DEFAULT_ROUTE_METRIC + inner.index;
-                cont.add_default_route(inner.index, &ep.ifname, *gw, metric)
-                    .await?;
-                let dst: IpNet = if gw.is_ipv4() {
+        let routes = gateways
+            .iter()
+            .map(|gw| RouteInfo {
+                dst: if gw.is_ipv4() {
                     "0.0.0.0/0".parse().expect("literal")
                 } else {
                     "::/0".parse().expect("literal")
-                };
-                routes.push(RouteInfo { dst, gw: Some(*gw) });
-            }
-        }
-        cont.set_up(1, "lo").await?;
+                },
+                gw: Some(*gw),
+            })
+            .collect();
         self.plug_endpoint_up(&st.net, rec).await?;
         Ok(AttachResult {
             endpoint: ep.clone(),
@@ -320,11 +340,7 @@ impl Daemon {
                 .mac
                 .map(|m| names::format_mac(&m))
                 .unwrap_or_default(),
-            host_veth_mac: links
-                .host_end
-                .and_then(|l| l.mac)
-                .map(|m| names::format_mac(&m))
-                .unwrap_or_default(),
+            host_veth_mac: names::format_mac(&links.host_mac),
             routes,
             dns: DnsInfo {
                 nameservers: st.net.subnets.iter().map(|s| s.gateway).collect(),
@@ -348,6 +364,8 @@ impl Daemon {
                     self.host()
                         .set_master(link.index, &link.name, bridge)
                         .await?;
+                    // A new port starts without hairpin mode.
+                    self.host().activate_port(&link.name).await?;
                 }
             }
         }

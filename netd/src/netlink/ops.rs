@@ -11,7 +11,8 @@ use futures::TryStreamExt;
 use ipnet::IpNet;
 use netlink_packet_route::address::{AddressAttribute, AddressFlags};
 use netlink_packet_route::link::{
-    InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo as NlLinkInfo, LinkMessage,
+    InfoData, InfoKind, InfoPortKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo as NlLinkInfo,
+    LinkMessage,
 };
 use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteMessage, RouteType};
 use rtnetlink::{
@@ -78,6 +79,8 @@ pub struct VethSpec<'a> {
     pub mtu: Option<u32>,
     /// Requested container-side MAC.
     pub peer_mac: Option<[u8; 6]>,
+    /// Host-side MAC (chosen by netd so it need not be read back).
+    pub host_mac: Option<[u8; 6]>,
 }
 
 /// A route as read from the kernel.
@@ -261,12 +264,17 @@ impl Netlink {
             .await
     }
 
-    /// Turns hairpin mode on for a bridge port, so a container can reach its own published
-    /// port through the host address (the DNATed frame goes back out the port it came in on).
-    pub async fn set_hairpin(&self, index: u32, name: &str) -> Result<(), NetlinkError> {
-        let msg = LinkBridgePort::new(index).hairpin(true).build();
+    /// Sets a bridge port up with hairpin mode on, in one request addressed by name (so the
+    /// port's index need not be looked up first).
+    pub async fn activate_port(&self, name: &str) -> Result<(), NetlinkError> {
+        let msg = LinkMessageBuilder::<LinkBridgePort>::default()
+            .name(name.to_string())
+            .set_port_kind(InfoPortKind::Bridge)
+            .hairpin(true)
+            .up()
+            .build();
         self.req(
-            "setting hairpin mode on",
+            "setting up (hairpin mode on)",
             name,
             self.handle.link().set_port(msg).execute(),
         )
@@ -357,6 +365,9 @@ impl Netlink {
             .set_info_data(InfoData::Veth(InfoVeth::Peer(peer.build())));
         if let Some(mtu) = spec.mtu {
             host = host.mtu(mtu);
+        }
+        if let Some(mac) = spec.host_mac {
+            host = host.address(mac.to_vec());
         }
         let target = format!("{} <-> {}", spec.host_name, spec.peer_name);
         let add = self.handle.link().add(host.build()).execute();
