@@ -458,7 +458,7 @@ def strace_netd_add(netd, idx, ports, tag):
 
 
 def cni_bench(args, out):
-    systems = [Netd(), Ref(), Netavark()]
+    systems = [c() for c in (Netd, Ref, Netavark) if c.name in args.systems.split(",")]
     N = args.cni_n
     W = args.cni_window
     res = {"n": N, "window": W, "phases": {}, "batches": [], "rss": {}}
@@ -466,7 +466,7 @@ def cni_bench(args, out):
     netns_add_many(hosts)
     for s in systems:
         sh(["ip", "-n", s.host, "link", "set", "lo", "up"])
-    log(f"cni: creating {3 * N} container namespaces")
+    log(f"cni: creating {len(systems) * N} container namespaces")
     netns_add_many([s.cns(i) for s in systems for i in range(1, N + 1)] +
                    [systems[0].cns(i) for i in (N + 1, N + 2, N + 3)])
     pools = {}
@@ -499,7 +499,7 @@ def cni_bench(args, out):
                 t_phase = time.time()
                 batches = [list(range(b, min(b + par, N + 1))) for b in range(1, N + 1, par)]
                 for bi, batch in enumerate(batches):
-                    order = systems[bi % 3:] + systems[:bi % 3]
+                    order = systems[bi % len(systems):] + systems[:bi % len(systems)]
                     for s in order:
                         futs = {i: pools[s.name].submit(s.add, i, ports) for i in batch}
                         for i, f in futs.items():
@@ -521,7 +521,7 @@ def cni_bench(args, out):
                 # DEL in reverse: the first ones leave a full network, the last an empty one.
                 dbatches = [list(range(b, max(b - par, 0), -1)) for b in range(n_done, 0, -par)]
                 for bi, batch in enumerate(dbatches):
-                    order = systems[bi % 3:] + systems[:bi % 3]
+                    order = systems[bi % len(systems):] + systems[:bi % len(systems)]
                     for s in order:
                         futs = {i: pools[s.name].submit(s.delete, i, ports) for i in batch}
                         for i, f in futs.items():
@@ -975,6 +975,8 @@ def main():
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--only", default="floor,cni,dns,datapath")
     ap.add_argument("--out", default=None)
+    ap.add_argument("--systems", default="netd,ref,netavark",
+                    help="CNI systems to compare (netd first: it is the reference of the ratios)")
     ap.add_argument("--no-strace", dest="strace", action="store_false")
     ap.add_argument("--cni-time-limit", type=float, default=None,
                     help="seconds of ADDs per CNI phase before it stops early (then DELs)")

@@ -372,7 +372,6 @@ impl Host {
         self.dir.path()
     }
 
-    /// Starts netd (after a stop or crash) and waits until it answers.
     /// netd's pid (`ip netns exec` execs it in place), while it runs.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(|c| c.id())
@@ -391,6 +390,7 @@ impl Host {
         out
     }
 
+    /// Starts netd (after a stop or crash) and waits until it answers.
     pub fn spawn(&mut self) {
         assert!(self.child.is_none(), "netd already running");
         let log = std::fs::OpenOptions::new()

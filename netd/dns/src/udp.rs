@@ -7,6 +7,15 @@
 //! their own, like hickory-server's listener does for every query; their replies come back to
 //! this loop over a channel, so only the loop ever touches the socket and aborting it closes the
 //! socket at once.
+//!
+//! Replies of one batch that go to the same client and have the same size leave as one UDP GSO
+//! message (`UDP_SEGMENT`): the kernel routes, filters, bridges and forwards them over the veth
+//! once, as one packet, and cuts it into the separate datagrams only at the client's socket. On
+//! a veth that path is most of a UDP server's CPU per reply (the sender's core also runs the
+//! receiver's network stack), and a resolver under load answers a client's burst of queries
+//! with runs of equal-sized replies. If the kernel refuses GSO, the socket falls back to plain
+//! datagrams for good. Under load the loop pauses briefly between batches so that they fill
+//! up (see [`COALESCE`]).
 
 use std::io;
 use std::mem::{size_of, zeroed};
@@ -23,11 +32,21 @@ use crate::fast::{self, Outcome};
 use crate::handler::{answer_udp_slow, answerable, Handler};
 
 /// Datagrams per `recvmmsg` / `sendmmsg`.
-const BATCH: usize = 32;
+const BATCH: usize = 64;
 /// Receive buffer per datagram, hickory's size: longer queries are cut like hickory cuts them.
 const BUF: usize = 4096;
 /// Batches handled before yielding to other tasks on this worker.
 const BATCHES_PER_YIELD: usize = 16;
+/// A batch of at least this many queries means load: the next read waits [`COALESCE`] first.
+const COALESCE_AFTER: usize = 2;
+/// Pause before reading again under load, so that queries arrive in batches and their replies
+/// leave together (GSO) — interrupt moderation in a NIC does the same. Measured (dnsperf, 100
+/// outstanding, one client): server CPU per query 8.3 µs without it, 2.5–2.9 µs with it, and more
+/// queries per second at a lower average latency, because the client too is woken once per
+/// batch instead of once per reply. A single query (no load) is never delayed. The sleep
+/// blocks this worker thread, but briefly (the kernel's timer slack makes it 50–100 µs) and
+/// only while this listener has more work than one query at a time.
+const COALESCE: std::time::Duration = std::time::Duration::from_micros(50);
 
 /// Receive side of a batch: buffers and source addresses.
 struct Batch {
@@ -37,12 +56,75 @@ struct Batch {
     srcs: [Option<SocketAddr>; BATCH],
 }
 
+/// Largest reply sent as a GSO segment (fits a 1500-byte MTU with IPv6 and UDP headers).
+const GSO_MAX_SEGMENT: usize = 1400;
+/// Segments per GSO message (the kernel's `UDP_MAX_SEGMENTS` is 64 before Linux 6.9).
+const GSO_MAX_SEGMENTS: usize = 64;
+
 /// Send side of a batch: encoded replies and their destinations.
 struct Replies {
     bufs: Vec<Vec<u8>>,
     addrs: Vec<libc::sockaddr_storage>,
     addr_lens: [libc::socklen_t; BATCH],
     n: usize,
+    /// Cleared when the kernel refuses a GSO message; plain datagrams from then on.
+    gso: bool,
+}
+
+/// One message of a `sendmmsg`: replies `order[first..first + count]`, to one destination;
+/// more than one means equal-sized replies sent as a GSO message.
+#[derive(Clone, Copy, Default)]
+struct Msg {
+    first: usize,
+    count: usize,
+}
+
+/// Groups replies into messages: with GSO, runs of equal size to the same destination.
+fn plan(replies: &Replies, order: &mut [usize; BATCH], msgs: &mut Vec<Msg>) {
+    msgs.clear();
+    let mut taken = [false; BATCH];
+    let mut k = 0;
+    for i in 0..replies.n {
+        if taken[i] {
+            continue;
+        }
+        let first = k;
+        order[k] = i;
+        k += 1;
+        let len = replies.bufs[i].len();
+        if replies.gso && len <= GSO_MAX_SEGMENT {
+            for (j, taken_j) in taken.iter_mut().enumerate().take(replies.n).skip(i + 1) {
+                if k - first == GSO_MAX_SEGMENTS {
+                    break;
+                }
+                if !*taken_j
+                    && replies.bufs[j].len() == len
+                    && replies.addr_lens[j] == replies.addr_lens[i]
+                    && same_addr(&replies.addrs[i], &replies.addrs[j], replies.addr_lens[i])
+                {
+                    *taken_j = true;
+                    order[k] = j;
+                    k += 1;
+                }
+            }
+        }
+        msgs.push(Msg {
+            first,
+            count: k - first,
+        });
+    }
+}
+
+fn same_addr(a: &libc::sockaddr_storage, b: &libc::sockaddr_storage, len: libc::socklen_t) -> bool {
+    let len = len as usize;
+    // SAFETY: both are sockaddr_storage, at least `len` (≤ its size) bytes long.
+    let (a, b) = unsafe {
+        (
+            std::slice::from_raw_parts((a as *const libc::sockaddr_storage).cast::<u8>(), len),
+            std::slice::from_raw_parts((b as *const libc::sockaddr_storage).cast::<u8>(), len),
+        )
+    };
+    a == b
 }
 
 /// Serves queries on `sock` until the task is aborted.
@@ -62,6 +144,7 @@ pub(crate) async fn serve(sock: UdpSocket, handler: Handler) {
         addrs: vec![unsafe { zeroed() }; BATCH],
         addr_lens: [0; BATCH],
         n: 0,
+        gso: true,
     };
     loop {
         tokio::select! {
@@ -71,7 +154,12 @@ pub(crate) async fn serve(sock: UdpSocket, handler: Handler) {
                     return;
                 }
                 let mut rounds = 0;
+                let mut last = 0;
                 loop {
+                    if last >= COALESCE_AFTER {
+                        // Under load: let the next queries gather (see COALESCE).
+                        std::thread::sleep(COALESCE);
+                    }
                     let got = sock.try_io(Interest::READABLE, || recv_batch(&sock, &mut batch));
                     let n = match got {
                         Ok(n) => n,
@@ -85,6 +173,7 @@ pub(crate) async fn serve(sock: UdpSocket, handler: Handler) {
                         }
                     };
                     replies.n = 0;
+                    last = n;
                     for i in 0..n {
                         let Some(src) = batch.srcs[i].filter(|s| answerable(*s)) else {
                             continue;
@@ -161,13 +250,30 @@ fn recv_batch(sock: &UdpSocket, batch: &mut Batch) -> io::Result<usize> {
 
 /// Sends every reply of the batch, waiting for buffer space when the socket is full.
 async fn send_all(sock: &UdpSocket, replies: &mut Replies) {
+    let mut order = [0; BATCH];
+    let mut msgs = Vec::with_capacity(BATCH);
+    plan(replies, &mut order, &mut msgs);
     let mut done = 0;
-    while done < replies.n {
+    while done < msgs.len() {
         let sent = sock
-            .async_io(Interest::WRITABLE, || send_batch(sock, replies, done))
+            .async_io(Interest::WRITABLE, || {
+                send_batch(sock, replies, &order, &msgs[done..])
+            })
             .await;
         match sent {
             Ok(n) => done += n,
+            Err(e) if msgs[done].count > 1 => {
+                // No UDP GSO here (old kernel, or an egress device without checksum offload):
+                // send the rest as plain datagrams, now and from now on.
+                debug!(cause = %e, "UDP GSO refused; sending DNS replies one by one");
+                replies.gso = false;
+                let rest: Vec<Msg> = msgs[done..]
+                    .iter()
+                    .flat_map(|m| (m.first..m.first + m.count).map(|f| Msg { first: f, count: 1 }))
+                    .collect();
+                msgs.truncate(done);
+                msgs.extend(rest);
+            }
             Err(e) => {
                 // The first message failed (e.g. no route back to that client): skip it.
                 debug!(cause = %e, "sending DNS reply");
@@ -178,28 +284,54 @@ async fn send_all(sock: &UdpSocket, replies: &mut Replies) {
     replies.n = 0;
 }
 
-/// One `sendmmsg` of replies `from..n`; returns how many were sent.
-fn send_batch(sock: &UdpSocket, replies: &mut Replies, from: usize) -> io::Result<usize> {
-    let count = replies.n - from;
-    // SAFETY: pointers refer to buffers owned by `replies`, alive and unmoved during the call;
-    // the kernel only reads them.
+/// `cmsghdr` + one u16, as `CMSG_SPACE(2)` lays it out (8-byte aligned).
+#[repr(C, align(8))]
+#[derive(Clone, Copy)]
+struct GsoCmsg {
+    hdr: libc::cmsghdr,
+    segment: u16,
+    _pad: [u8; 6],
+}
+
+/// One `sendmmsg` of `msgs`; returns how many messages were sent.
+fn send_batch(
+    sock: &UdpSocket,
+    replies: &mut Replies,
+    order: &[usize; BATCH],
+    msgs: &[Msg],
+) -> io::Result<usize> {
+    // SAFETY: pointers refer to buffers owned by `replies` and to the arrays below, alive and
+    // unmoved during the call; the kernel only reads them.
     unsafe {
         let mut iovs: [libc::iovec; BATCH] = zeroed();
         let mut hdrs: [libc::mmsghdr; BATCH] = zeroed();
-        for j in 0..count {
-            let i = from + j;
-            iovs[j].iov_base = replies.bufs[i].as_mut_ptr().cast();
-            iovs[j].iov_len = replies.bufs[i].len();
-            hdrs[j].msg_hdr.msg_iov = &mut iovs[j];
-            hdrs[j].msg_hdr.msg_iovlen = 1;
-            hdrs[j].msg_hdr.msg_name =
-                (&mut replies.addrs[i] as *mut libc::sockaddr_storage).cast();
-            hdrs[j].msg_hdr.msg_namelen = replies.addr_lens[i];
+        let mut cmsgs: [GsoCmsg; BATCH] = zeroed();
+        for (j, m) in msgs.iter().enumerate() {
+            for k in m.first..m.first + m.count {
+                let buf = &mut replies.bufs[order[k]];
+                iovs[k].iov_base = buf.as_mut_ptr().cast();
+                iovs[k].iov_len = buf.len();
+            }
+            let lead = order[m.first];
+            let h = &mut hdrs[j].msg_hdr;
+            h.msg_iov = &mut iovs[m.first];
+            h.msg_iovlen = m.count;
+            h.msg_name = (&mut replies.addrs[lead] as *mut libc::sockaddr_storage).cast();
+            h.msg_namelen = replies.addr_lens[lead];
+            if m.count > 1 {
+                let c = &mut cmsgs[j];
+                c.hdr.cmsg_len = libc::CMSG_LEN(size_of::<u16>() as u32) as usize;
+                c.hdr.cmsg_level = libc::SOL_UDP;
+                c.hdr.cmsg_type = libc::UDP_SEGMENT;
+                c.segment = replies.bufs[lead].len() as u16;
+                h.msg_control = (c as *mut GsoCmsg).cast();
+                h.msg_controllen = size_of::<GsoCmsg>();
+            }
         }
         let n = libc::sendmmsg(
             sock.as_raw_fd(),
             hdrs.as_mut_ptr(),
-            count as libc::c_uint,
+            msgs.len() as libc::c_uint,
             libc::MSG_DONTWAIT,
         );
         if n < 0 {

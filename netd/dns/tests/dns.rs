@@ -618,6 +618,90 @@ fn rcode_of(reply: &[u8]) -> u8 {
     reply[3] & 0x0f
 }
 
+/// Bursts of queries from two clients at once: every query gets its own reply datagram, with
+/// its id, its question and the right answer. Under load replies of equal size to one client
+/// leave as one UDP GSO message after a short pause that lets a batch gather; the client must
+/// still see separate, well-formed datagrams, and no reply may go to the wrong client.
+#[test]
+fn bursts_get_one_correct_reply_per_query() {
+    use hickory_proto::op::{Message, Query};
+    use hickory_proto::rr::{Name, RecordType};
+
+    let mut lab = Lab::new("burst");
+    lab.bridge("br-a", &["10.1.0.1/24"]);
+    lab.container("c1", &[("br-a", &["10.1.0.2/24"])]);
+    lab.container("c2", &[("br-a", &["10.1.0.3/24"])]);
+    let up = FakeUpstream::start(&lab.outside, 53, Mode::Answer);
+    let target = SocketAddr::new(ip("10.1.0.1"), PORT);
+    let clients = [lab.node("c1"), lab.node("c2")];
+    // Equal-length names (equal-size answers), half of them unknown (NXDOMAIN).
+    let names: Vec<String> = (0..32).map(|i| format!("n{i:02}")).collect();
+
+    lab.host.run(|| {
+        rt().block_on(async {
+            let dns = Dns::new(cfg());
+            dns.add_network(net(
+                "neta",
+                &["10.1.0.0/24"],
+                &["10.1.0.1"],
+                None,
+                &[up.addr],
+                false,
+            ))
+            .await
+            .unwrap();
+            let known: Vec<&str> = names[..16].iter().map(String::as_str).collect();
+            dns.add_endpoint("neta", ep("c1", &known, &["10.1.0.2"]))
+                .unwrap();
+            std::thread::scope(|s| {
+                for (c, node) in clients.iter().enumerate() {
+                    let names = &names;
+                    s.spawn(move || {
+                        node.run(|| {
+                            let sock = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+                            sock.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+                            let mut pending = std::collections::HashMap::new();
+                            for round in 0..8u16 {
+                                for i in 0..64u16 {
+                                    let id = (c as u16) << 12 | round << 6 | i;
+                                    let name = &names[usize::from(i) % names.len()];
+                                    let mut m = Message::query();
+                                    m.metadata.id = id;
+                                    m.metadata.recursion_desired = true;
+                                    let q = Name::from_ascii(format!("{name}.neta.")).unwrap();
+                                    m.add_query(Query::query(q, RecordType::A));
+                                    sock.send_to(&m.to_vec().unwrap(), target).unwrap();
+                                    pending.insert(id, name.clone());
+                                }
+                                let mut buf = [0u8; 4096];
+                                for _ in 0..64 {
+                                    let (len, from) = sock.recv_from(&mut buf).expect("a reply");
+                                    assert_eq!(from, target);
+                                    let r = Message::from_vec(&buf[..len])
+                                        .expect("each datagram is one DNS message");
+                                    let name = pending
+                                        .remove(&r.metadata.id)
+                                        .expect("reply to a query of this client, once");
+                                    assert_eq!(
+                                        r.queries[0].name().to_ascii(),
+                                        format!("{name}.neta.")
+                                    );
+                                    let known = names[..16].contains(&name);
+                                    let rcode = u16::from(r.metadata.response_code);
+                                    assert_eq!(rcode, if known { 0 } else { 3 }, "{name}");
+                                    assert_eq!(r.answers.len(), usize::from(known), "{name}");
+                                }
+                            }
+                            assert!(pending.is_empty());
+                        })
+                    });
+                }
+            });
+            dns.shutdown().await;
+        })
+    });
+}
+
 #[test]
 fn garbage_truncated_frames_and_slow_clients_do_not_disturb_others() {
     use std::net::TcpStream;
