@@ -351,7 +351,7 @@ impl Dns {
             .load()
             .networks
             .get(network)
-            .and_then(|n| n.addrs(&normalize(name)).map(<[IpAddr]>::to_vec))
+            .and_then(|n| n.addrs(&normalize(name)))
             .unwrap_or_default()
     }
 

@@ -43,16 +43,16 @@ pub(crate) struct NetRecords {
     /// Internal networks never forward.
     pub(crate) internal: bool,
     /// Endpoints by key, names already normalised.
-    endpoints: OrdMap<String, EndpointDns>,
-    /// Name form -> keys (sorted) of the endpoints that have it: what an incremental update
-    /// recomputes `names` from.
-    holders: HashMap<String, Vec<String>>,
-    /// Lowercase name (bare, `.network`, `.domain`) -> addresses in endpoint-key order.
-    names: HashMap<String, Vec<IpAddr>>,
+    endpoints: OrdMap<Arc<str>, EndpointDns>,
+    /// Bare lowercase name -> keys (sorted) of the endpoints that have it. Only the bare form
+    /// is stored: `name.<network>` and `name.<domain>` are found by stripping the suffix at
+    /// lookup, and addresses are read from the endpoints, so a name costs one entry (storing
+    /// every form with its addresses cost ~2 KiB of memory per name).
+    holders: HashMap<Arc<str>, Vec<Arc<str>>>,
     /// Address -> PTR target (`name.network.`).
     ptr: HashMap<IpAddr, Name>,
     /// Address -> keys of the endpoints holding it.
-    by_ip: HashMap<IpAddr, Vec<String>>,
+    by_ip: HashMap<IpAddr, Vec<Arc<str>>>,
 }
 
 /// Lowercases a name and strips one trailing dot, the form every index key uses.
@@ -112,7 +112,6 @@ impl NetRecords {
             internal: net.internal,
             endpoints: OrdMap::new(),
             holders: HashMap::new(),
-            names: HashMap::new(),
             ptr: HashMap::new(),
             by_ip: HashMap::new(),
         };
@@ -127,72 +126,67 @@ impl NetRecords {
         let mut next = self.clone();
         let mut ep = ep;
         ep.names = ep.names.iter().map(|n| normalize(n)).collect();
-        if let Some(old) = next.endpoints.remove(&ep.key) {
-            next.unindex(&old);
-        }
-        next.endpoints.insert(ep.key.clone(), ep.clone());
-        next.index(&ep);
+        let key: Arc<str> = match next.endpoints.remove_with_key(ep.key.as_str()) {
+            Some((key, old)) => {
+                next.unindex(&key, &old);
+                key
+            }
+            None => Arc::from(ep.key.as_str()),
+        };
+        next.endpoints.insert(key.clone(), ep);
+        next.index(&key);
         next
     }
 
     /// A copy of this network without the endpoint `key`, or None when it is not there.
     pub(crate) fn without_endpoint(&self, key: &str) -> Option<Self> {
         let mut next = self.clone();
-        let old = next.endpoints.remove(key)?;
-        next.unindex(&old);
+        let (key, old) = next.endpoints.remove_with_key(key)?;
+        next.unindex(&key, &old);
         Some(next)
     }
 
-    /// The name forms an endpoint name is reachable under: bare, `.network`, `.domain`.
-    fn forms(&self, name: &str) -> Vec<String> {
-        let mut forms = vec![name.to_string(), format!("{name}.{}", self.zone)];
-        if let Some(domain) = &self.domain {
-            forms.push(format!("{name}.{domain}"));
-        }
-        forms
-    }
-
-    /// Adds `ep`'s entries (it is already in `endpoints`).
-    fn index(&mut self, ep: &EndpointDns) {
+    /// Adds the entries of endpoint `key` (it is already in `endpoints`).
+    fn index(&mut self, key: &Arc<str>) {
+        let ep = self
+            .endpoints
+            .get(key)
+            .expect("indexed endpoint is present")
+            .clone();
         for name in &ep.names {
-            for form in self.forms(name) {
-                let mut keys = self.holders.get(&form).cloned().unwrap_or_default();
-                if let Err(at) = keys.binary_search(&ep.key) {
-                    keys.insert(at, ep.key.clone());
-                }
-                self.holders.insert(form.clone(), keys);
-                self.refresh_name(&form);
+            let name: Arc<str> = Arc::from(name.as_str());
+            let mut keys = self.holders.get(&name).cloned().unwrap_or_default();
+            if let Err(at) = keys.binary_search(key) {
+                keys.insert(at, key.clone());
             }
+            self.holders.insert(name, keys);
         }
         for addr in &ep.addrs {
             let mut keys = self.by_ip.get(addr).cloned().unwrap_or_default();
-            if let Err(at) = keys.binary_search(&ep.key) {
-                keys.insert(at, ep.key.clone());
+            if let Err(at) = keys.binary_search(key) {
+                keys.insert(at, key.clone());
             }
             self.by_ip.insert(*addr, keys);
             self.refresh_ptr(*addr);
         }
     }
 
-    /// Removes `ep`'s entries (it is already gone from `endpoints`).
-    fn unindex(&mut self, ep: &EndpointDns) {
+    /// Removes the entries of endpoint `key`, whose record was `ep` (already gone from
+    /// `endpoints`).
+    fn unindex(&mut self, key: &Arc<str>, ep: &EndpointDns) {
         for name in &ep.names {
-            for form in self.forms(name) {
-                if let Some(keys) = self.holders.get(&form) {
-                    let keys: Vec<String> =
-                        keys.iter().filter(|k| **k != ep.key).cloned().collect();
-                    if keys.is_empty() {
-                        self.holders.remove(&form);
-                    } else {
-                        self.holders.insert(form.clone(), keys);
-                    }
+            if let Some(keys) = self.holders.get(name.as_str()) {
+                let keys: Vec<Arc<str>> = keys.iter().filter(|k| *k != key).cloned().collect();
+                if keys.is_empty() {
+                    self.holders.remove(name.as_str());
+                } else {
+                    self.holders.insert(Arc::from(name.as_str()), keys);
                 }
-                self.refresh_name(&form);
             }
         }
         for addr in &ep.addrs {
             if let Some(keys) = self.by_ip.get(addr) {
-                let keys: Vec<String> = keys.iter().filter(|k| **k != ep.key).cloned().collect();
+                let keys: Vec<Arc<str>> = keys.iter().filter(|k| *k != key).cloned().collect();
                 if keys.is_empty() {
                     self.by_ip.remove(addr);
                 } else {
@@ -200,25 +194,6 @@ impl NetRecords {
                 }
             }
             self.refresh_ptr(*addr);
-        }
-    }
-
-    /// Recomputes one name's addresses from its holders, in endpoint-key order, deduplicated.
-    fn refresh_name(&mut self, form: &str) {
-        let mut addrs: Vec<IpAddr> = Vec::new();
-        for key in self.holders.get(form).into_iter().flatten() {
-            if let Some(ep) = self.endpoints.get(key) {
-                for a in &ep.addrs {
-                    if !addrs.contains(a) {
-                        addrs.push(*a);
-                    }
-                }
-            }
-        }
-        if addrs.is_empty() {
-            self.names.remove(form);
-        } else {
-            self.names.insert(form.to_string(), addrs);
         }
     }
 
@@ -255,18 +230,53 @@ impl NetRecords {
     /// updates must always agree with it (checked by a property test).
     fn reindex(&mut self) {
         self.holders = HashMap::new();
-        self.names = HashMap::new();
         self.ptr = HashMap::new();
         self.by_ip = HashMap::new();
-        let eps: Vec<EndpointDns> = self.endpoints.values().cloned().collect();
-        for ep in &eps {
-            self.index(ep);
+        let keys: Vec<Arc<str>> = self.endpoints.keys().cloned().collect();
+        for key in &keys {
+            self.index(key);
         }
     }
 
-    /// Addresses of a (normalised) name in this network.
-    pub(crate) fn addrs(&self, name: &str) -> Option<&[IpAddr]> {
-        self.names.get(name).map(Vec::as_slice)
+    /// Appends the addresses of a (normalised) name in this network to `out`, skipping ones
+    /// already there, in endpoint-key order; false when the name is not known here (no holder,
+    /// or holders without addresses). The name may be bare, `name.<network>` or
+    /// `name.<domain>`; an endpoint holding it in any of those forms counts.
+    pub(crate) fn collect_addrs(&self, name: &str, out: &mut Vec<IpAddr>) -> bool {
+        let strip = |zone: &str| {
+            name.strip_suffix(zone)
+                .and_then(|n| n.strip_suffix('.'))
+                .filter(|n| !n.is_empty())
+        };
+        let mut holders: Vec<&Arc<str>> = Vec::new();
+        for bare in [
+            Some(name),
+            strip(&self.zone),
+            self.domain.as_deref().and_then(strip),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            holders.extend(self.holders.get(bare).into_iter().flatten());
+        }
+        holders.sort();
+        holders.dedup();
+        let mut known = false;
+        for key in holders {
+            for a in self.endpoints.get(key).into_iter().flat_map(|ep| &ep.addrs) {
+                known = true;
+                if !out.contains(a) {
+                    out.push(*a);
+                }
+            }
+        }
+        known
+    }
+
+    /// Addresses of a (normalised) name in this network, None when it is not known here.
+    pub(crate) fn addrs(&self, name: &str) -> Option<Vec<IpAddr>> {
+        let mut out = Vec::new();
+        self.collect_addrs(name, &mut out).then_some(out)
     }
 
     /// Whether `name` is this network's zone apex or lies under it (`x.<network>`, `x.<domain>`).
@@ -304,7 +314,7 @@ impl Records {
     /// that network. Anything else gets nothing: it is refused.
     pub(crate) fn scope(&self, src: IpAddr) -> Vec<&Arc<NetRecords>> {
         let src = canonical(src);
-        let keys: Vec<&String> = self
+        let keys: Vec<&Arc<str>> = self
             .networks
             .values()
             .filter_map(|n| n.by_ip.get(&src))
@@ -411,14 +421,7 @@ impl Records {
         let mut addrs: Vec<IpAddr> = Vec::new();
         let mut known = false;
         for net in scope {
-            if let Some(found) = net.addrs(key) {
-                known = true;
-                for a in found {
-                    if !addrs.contains(a) {
-                        addrs.push(*a);
-                    }
-                }
-            }
+            known |= net.collect_addrs(key, &mut addrs);
         }
         if !known {
             if scope.iter().any(|n| n.owns_zone(key)) {
@@ -589,7 +592,6 @@ mod tests {
                     }
                     let mut fresh = recs.clone();
                     fresh.reindex();
-                    prop_assert_eq!(&recs.names, &fresh.names);
                     prop_assert_eq!(&recs.ptr, &fresh.ptr);
                     prop_assert_eq!(&recs.by_ip, &fresh.by_ip);
                     prop_assert_eq!(&recs.holders, &fresh.holders);
@@ -598,7 +600,9 @@ mod tests {
                     let mut by_ip: std::collections::HashMap<IpAddr, Vec<String>> = Default::default();
                     for ep in recs.endpoints.values() {
                         for n in &ep.names {
-                            for form in recs.forms(n) {
+                            let mut forms = vec![n.clone(), format!("{n}.{}", recs.zone)];
+                            forms.extend(recs.domain.iter().map(|d| format!("{n}.{d}")));
+                            for form in forms {
                                 let v = names.entry(form).or_default();
                                 for a in &ep.addrs {
                                     if !v.contains(a) {
@@ -614,12 +618,22 @@ mod tests {
                             }
                         }
                     }
-                    names.retain(|_, v| !v.is_empty());
-                    let got: std::collections::HashMap<String, Vec<IpAddr>> =
-                        recs.names.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-                    prop_assert_eq!(got, names);
-                    let got: std::collections::HashMap<IpAddr, Vec<String>> =
-                        recs.by_ip.iter().map(|(k, v)| (*k, v.clone())).collect();
+                    // Every form of every name answers exactly its holders' addresses; a name
+                    // whose holders have no address is unknown.
+                    for (form, want) in &names {
+                        let want = Some(want.clone()).filter(|w| !w.is_empty());
+                        prop_assert_eq!(recs.addrs(form), want, "{}", form);
+                    }
+                    for probe in ["name9", "name9.n", "n", "name1.other"] {
+                        if !names.contains_key(probe) {
+                            prop_assert_eq!(recs.addrs(probe), None, "{}", probe);
+                        }
+                    }
+                    let got: std::collections::HashMap<IpAddr, Vec<String>> = recs
+                        .by_ip
+                        .iter()
+                        .map(|(k, v)| (*k, v.iter().map(|k| k.to_string()).collect()))
+                        .collect();
                     prop_assert_eq!(got, by_ip);
                 }
             }

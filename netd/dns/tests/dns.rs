@@ -56,6 +56,22 @@ fn net(
     }
 }
 
+/// A DNS serving network `neta` (10.1.0.0/24, listening on 10.1.0.1) forwarding to `upstream`.
+async fn dns_on_neta(upstream: SocketAddr) -> Dns {
+    let dns = Dns::new(cfg());
+    dns.add_network(net(
+        "neta",
+        &["10.1.0.0/24"],
+        &["10.1.0.1"],
+        None,
+        &[upstream],
+        false,
+    ))
+    .await
+    .unwrap();
+    dns
+}
+
 fn ep(key: &str, names: &[&str], addrs: &[&str]) -> EndpointDns {
     EndpointDns {
         key: key.into(),
@@ -224,17 +240,7 @@ fn records_appear_on_attach_and_vanish_on_detach_without_delay() {
 
     lab.host.run(|| {
         rt().block_on(async {
-            let dns = Dns::new(cfg());
-            dns.add_network(net(
-                "neta",
-                &["10.1.0.0/24"],
-                &["10.1.0.1"],
-                None,
-                &[up.addr],
-                false,
-            ))
-            .await
-            .unwrap();
+            let dns = dns_on_neta(up.addr).await;
             for i in 0..5 {
                 let name = format!("tmp{i}");
                 let qualified = format!("{name}.neta");
@@ -459,17 +465,7 @@ fn truncates_oversize_udp_answers_and_serves_them_over_tcp() {
 
     lab.host.run(|| {
         rt().block_on(async {
-            let dns = Dns::new(cfg());
-            dns.add_network(net(
-                "neta",
-                &["10.1.0.0/24"],
-                &["10.1.0.1"],
-                None,
-                &[up.addr],
-                false,
-            ))
-            .await
-            .unwrap();
+            let dns = dns_on_neta(up.addr).await;
             for i in 0..40 {
                 let addr = format!("10.1.0.{}", 100 + i);
                 dns.add_endpoint("neta", ep(&format!("m{i}"), &["many"], &[&addr]))
@@ -639,17 +635,7 @@ fn bursts_get_one_correct_reply_per_query() {
 
     lab.host.run(|| {
         rt().block_on(async {
-            let dns = Dns::new(cfg());
-            dns.add_network(net(
-                "neta",
-                &["10.1.0.0/24"],
-                &["10.1.0.1"],
-                None,
-                &[up.addr],
-                false,
-            ))
-            .await
-            .unwrap();
+            let dns = dns_on_neta(up.addr).await;
             let known: Vec<&str> = names[..16].iter().map(String::as_str).collect();
             dns.add_endpoint("neta", ep("c1", &known, &["10.1.0.2"]))
                 .unwrap();
@@ -719,17 +705,7 @@ fn garbage_truncated_frames_and_slow_clients_do_not_disturb_others() {
 
     lab.host.run(|| {
         rt().block_on(async {
-            let dns = Dns::new(cfg());
-            dns.add_network(net(
-                "neta",
-                &["10.1.0.0/24"],
-                &["10.1.0.1"],
-                None,
-                &[up.addr],
-                false,
-            ))
-            .await
-            .unwrap();
+            let dns = dns_on_neta(up.addr).await;
             dns.add_endpoint("neta", ep("c1", &["web"], &["10.1.0.2"]))
                 .unwrap();
 
