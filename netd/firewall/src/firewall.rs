@@ -218,13 +218,7 @@ impl Firewall {
         if old.as_ref() == Some(ep) {
             return Ok(());
         }
-        let others: Vec<EndpointSpec> = inner
-            .eps
-            .values()
-            .filter(|e| e.key != ep.key)
-            .cloned()
-            .collect();
-        check_port_conflicts(&others, ep)?;
+        check_port_conflicts(inner.eps.values(), ep)?;
         let mut ops = Vec::new();
         if let Some(old) = &old {
             let old_net = inner
@@ -323,9 +317,10 @@ impl Firewall {
         self.lock().nets.clone()
     }
 
-    /// Endpoints currently installed.
-    pub fn installed_endpoints(&self) -> Vec<EndpointSpec> {
-        self.lock().eps.values().cloned().collect()
+    /// Refuses `candidate`'s published ports if an installed endpoint (other than one with
+    /// the same key) holds any of them; nothing is changed.
+    pub fn check_port_conflicts(&self, candidate: &EndpointSpec) -> Result<(), FirewallError> {
+        check_port_conflicts(self.lock().eps.values(), candidate)
     }
 
     fn flush_conntrack(&self, inner: &Inner, targets: &[UdpTarget]) {

@@ -1458,7 +1458,7 @@ mod tests {
                 // make ports disjoint between endpoints
                 for m in &mut e.ports { m.host_port = (i as u16) * 8000 + (m.host_port % 7000) + 1; }
                 e
-            }).filter(|e| crate::spec::check_port_conflicts(&[], e).is_ok()).collect();
+            }).filter(|e| crate::spec::check_port_conflicts(&[] as &[EndpointSpec], e).is_ok()).collect();
             let without = rules_in(&sync_ops("netd", &nets, &[]).unwrap());
             let with = rules_in(&sync_ops("netd", &nets, &eps).unwrap());
             prop_assert_eq!(without, with);

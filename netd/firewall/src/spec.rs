@@ -279,10 +279,13 @@ impl FromStr for PortMapping {
 /// Refuses `new` if one of its published ports is already published by an endpoint in
 /// `existing` (same protocol, overlapping host ports, same host address or a wildcard on
 /// either side), or if `new` overlaps itself. The error names the holder.
-pub fn check_port_conflicts(
-    existing: &[EndpointSpec],
-    new: &EndpointSpec,
-) -> Result<(), FirewallError> {
+pub fn check_port_conflicts<'a, I>(existing: I, new: &EndpointSpec) -> Result<(), FirewallError>
+where
+    I: IntoIterator<Item = &'a EndpointSpec>,
+    I::IntoIter: Clone,
+{
+    // Borrowed, not cloned: this runs on every attach, with every other endpoint installed.
+    let existing = existing.into_iter();
     for (i, m) in new.ports.iter().enumerate() {
         m.validate()?;
         if let Some(prev) = new.ports[..i].iter().find(|p| p.overlaps(m)) {
@@ -292,7 +295,7 @@ pub fn check_port_conflicts(
                 held: prev.to_string(),
             });
         }
-        for ep in existing.iter().filter(|e| e.key != new.key) {
+        for ep in existing.clone().filter(|e| e.key != new.key) {
             if let Some(held) = ep.ports.iter().find(|p| p.overlaps(m)) {
                 return Err(FirewallError::PortConflict {
                     mapping: m.to_string(),
@@ -381,7 +384,9 @@ mod tests {
         check_port_conflicts(&existing, &ep("b", &["8080:80/udp"])).unwrap();
         check_port_conflicts(&existing, &ep("b", &["9011:1/udp"])).unwrap();
         // self overlap
-        assert!(check_port_conflicts(&[], &ep("b", &["1-5:1-5", "5:9"])).is_err());
+        assert!(
+            check_port_conflicts(&[] as &[EndpointSpec], &ep("b", &["1-5:1-5", "5:9"])).is_err()
+        );
         // re-adding the same endpoint is not a conflict with itself
         check_port_conflicts(&existing, &existing[0]).unwrap();
     }

@@ -191,7 +191,7 @@ impl Daemon {
             mac: [0; 6],
             ports: fw_ports(ports),
         };
-        netd_firewall::check_port_conflicts(&fw.installed_endpoints(), &candidate).map_err(fw_err)
+        fw.check_port_conflicts(&candidate).map_err(fw_err)
     }
 
     /// After the veth is configured: firewall elements (ports, anti-spoofing), DNS records.
