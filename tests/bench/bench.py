@@ -462,6 +462,14 @@ def cni_bench(args, out):
     N = args.cni_n
     W = args.cni_window
     res = {"n": N, "window": W, "phases": {}, "batches": [], "rss": {}}
+    prev = out.get("cni") if args.update else None
+    if prev:
+        # --update with --cni-phases: the phases not re-run are kept.
+        res["phases"].update(prev.get("phases", {}))
+        res["batches"] = prev.get("batches", [])
+        res["rss"].update(prev.get("rss", {}))
+    # Phases already finished are kept even if a later one is interrupted (Ctrl-C).
+    out["cni"] = res
     hosts = [s.host for s in systems]
     netns_add_many(hosts)
     for s in systems:
@@ -493,6 +501,8 @@ def cni_bench(args, out):
         for ports in args.cni_ports:
             for mode in args.cni_modes:
                 key = f"{'ports' if ports else 'noports'}-{mode}"
+                if args.cni_phases and key not in args.cni_phases.split(","):
+                    continue
                 log(f"cni phase {key}: N={N}  load {loadavg()}")
                 ph = {s.name: {"add": {}, "del": {}} for s in systems}
                 par = 8 if mode == "par8" else 1
@@ -560,7 +570,6 @@ def cni_bench(args, out):
             p.shutdown()
         netns_del_many([s.cns(i) for s in systems for i in range(1, N + 4)])
         netns_del_many(hosts)
-    out["cni"] = res
 
 
 # --------------------------------------------------------------------------------------------
@@ -978,6 +987,8 @@ def main():
     ap.add_argument("--systems", default="netd,ref,netavark",
                     help="CNI systems to compare (netd first: it is the reference of the ratios)")
     ap.add_argument("--no-strace", dest="strace", action="store_false")
+    ap.add_argument("--cni-phases", default="",
+                    help="only these CNI phases (noports-seq,noports-par8,ports-seq,ports-par8)")
     ap.add_argument("--cni-time-limit", type=float, default=None,
                     help="seconds of ADDs per CNI phase before it stops early (then DELs)")
     ap.add_argument("--update", action="store_true",

@@ -44,14 +44,15 @@ def tables(r):
             out.append(f"**{key}** ({n} containers, {ph['seconds']:.0f} s, load {' '.join(ph['loadavg'])})\n")
             w = min(w, n)
             out.append(f"| system | ADD 1–{w} p50/p90/p99 | ADD {n - w + 1}–{n} p50/p90/p99 | "
-                       f"DEL (full net) p50/p90/p99 | DEL (last {w}) p50 | ADD p50 vs netd |")
+                       f"DEL (full net) p50/p90/p99 | DEL (last {w}) p50 | ADD p50 ÷ netd's, first / last window |")
             out.append("|---|---|---|---|---|---|")
             nd = ph["stats"]["netd"]["add_last"]["p50"]
+            nd1 = ph["stats"]["netd"]["add_first"]["p50"]
             for s, st in ph["stats"].items():
                 fmt = lambda x: f"{f(x['p50'])} / {f(x['p90'])} / {f(x['p99'])}" if x else "–"  # noqa
                 out.append(f"| {s} | {fmt(st['add_first'])} | {fmt(st['add_last'])} | "
                            f"{fmt(st['del_full'])} | {f(st['del_empty']['p50'] if st['del_empty'] else None)} | "
-                           f"{ratio(nd, st['add_last']['p50']) if s != 'netd' else '1×'} |")
+                           f"{ratio(nd1, st['add_first']['p50']) + ' / ' + ratio(nd, st['add_last']['p50']) if s != 'netd' else '1×'} |")
             out.append("")
         if c.get("batches"):
             out.append("### netd nftables batch per ADD (2 published ports), by existing containers\n")
