@@ -140,6 +140,11 @@ pub fn derived_mac(seed: &str) -> [u8; 6] {
     mac
 }
 
+/// A locally administered unicast MAC unique to `tag` and this moment (a new interface's).
+pub fn fresh_mac(tag: &str) -> [u8; 6] {
+    derived_mac(&format!("{tag}/{:?}", std::time::SystemTime::now()))
+}
+
 /// Formats a MAC as `aa:bb:cc:dd:ee:ff`.
 pub fn format_mac(mac: &[u8; 6]) -> String {
     mac.iter()

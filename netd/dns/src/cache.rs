@@ -146,8 +146,9 @@ impl Cache {
         }
     }
 
-    /// A live entry for `key`, with TTLs aged by its time in the cache.
-    pub(crate) fn get(&self, key: &CacheKey) -> Option<Answer> {
+    /// Runs `read` on the live entry for `key` with the seconds it has spent cached; an
+    /// expired entry is dropped instead.
+    fn live<T>(&self, key: &CacheKey, read: impl FnOnce(&Entry, u32) -> T) -> Option<T> {
         let inner = self.inner.as_ref()?;
         let now = Instant::now();
         let mut lru = inner.lock().unwrap_or_else(|p| p.into_inner());
@@ -157,8 +158,12 @@ impl Cache {
             return None;
         }
         let age = u32::try_from(now.duration_since(entry.stored).as_secs()).unwrap_or(u32::MAX);
-        let mut answer = entry.answer.clone();
-        drop(lru);
+        Some(read(entry, age))
+    }
+
+    /// A live entry for `key`, with TTLs aged by its time in the cache.
+    pub(crate) fn get(&self, key: &CacheKey) -> Option<Answer> {
+        let (mut answer, age) = self.live(key, |e, age| (e.answer.clone(), age))?;
         for r in answer
             .answers
             .iter_mut()
@@ -172,16 +177,7 @@ impl Cache {
 
     /// The pre-encoded form of a live entry for `key`, with the seconds it has spent cached.
     pub(crate) fn get_wire(&self, key: &CacheKey) -> Option<(Arc<Wire>, u32)> {
-        let inner = self.inner.as_ref()?;
-        let now = Instant::now();
-        let mut lru = inner.lock().unwrap_or_else(|p| p.into_inner());
-        let entry = lru.get(key)?;
-        if now >= entry.expires {
-            lru.pop(key);
-            return None;
-        }
-        let age = u32::try_from(now.duration_since(entry.stored).as_secs()).unwrap_or(u32::MAX);
-        Some((entry.wire.clone()?, age))
+        self.live(key, |e, age| e.wire.clone().map(|w| (w, age)))?
     }
 
     /// Stores `answer` if RFC 2308 / TTLs allow caching it.

@@ -220,6 +220,20 @@ struct Capture {
     reply: Arc<std::sync::Mutex<Option<Vec<u8>>>>,
 }
 
+impl Capture {
+    fn new(protocol: Protocol) -> Self {
+        Self {
+            protocol,
+            reply: Arc::default(),
+        }
+    }
+
+    /// The encoded reply, if the handler sent one.
+    fn take(&self) -> Option<Vec<u8>> {
+        self.reply.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+}
+
 #[async_trait::async_trait]
 impl ResponseHandler for Capture {
     async fn send_response<'a>(
@@ -278,19 +292,11 @@ pub(crate) async fn answer_raw(
     if request.metadata.message_type == MessageType::Response {
         return None;
     }
-    let capture = Capture {
-        protocol,
-        reply: Arc::default(),
-    };
+    let capture = Capture::new(protocol);
     handler
         .handle_request::<_, TokioTime>(&request, capture.clone())
         .await;
-    let reply = capture
-        .reply
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .take();
-    reply
+    capture.take()
 }
 
 /// What hickory-server's UDP listener would send for `packet` from `src` (the fast path's
@@ -312,17 +318,9 @@ pub(crate) async fn answer_udp_slow(
     let queries = Queries::read(&mut BinDecoder::new(&[]), 0).ok()?;
     let response = MessageResponseBuilder::new(&queries, None)
         .error_msg(&header.metadata, ResponseCode::FormErr);
-    let capture = Capture {
-        protocol: Protocol::Udp,
-        reply: Arc::default(),
-    };
+    let capture = Capture::new(Protocol::Udp);
     capture.clone().send_response(response).await.ok()?;
-    let reply = capture
-        .reply
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .take();
-    reply
+    capture.take()
 }
 
 /// hickory-server's check of a source before answering it: not port 0, not an unspecified or

@@ -133,8 +133,13 @@ impl NetRecords {
             }
             None => Arc::from(ep.key.as_str()),
         };
-        next.endpoints.insert(key.clone(), ep);
-        next.index(&key);
+        next.index(&key, &ep);
+        let addrs = ep.addrs.clone();
+        next.endpoints.insert(key, ep);
+        // PTR targets read the endpoint's names, so they follow its insertion.
+        for addr in addrs {
+            next.refresh_ptr(addr);
+        }
         next
     }
 
@@ -146,13 +151,9 @@ impl NetRecords {
         Some(next)
     }
 
-    /// Adds the entries of endpoint `key` (it is already in `endpoints`).
-    fn index(&mut self, key: &Arc<str>) {
-        let ep = self
-            .endpoints
-            .get(key)
-            .expect("indexed endpoint is present")
-            .clone();
+    /// Adds the name and address entries of endpoint `key`, whose record is `ep`; the caller
+    /// then refreshes the PTR targets of its addresses once `ep` is in `endpoints`.
+    fn index(&mut self, key: &Arc<str>, ep: &EndpointDns) {
         for name in &ep.names {
             let name: Arc<str> = Arc::from(name.as_str());
             let mut keys = self.holders.get(&name).cloned().unwrap_or_default();
@@ -167,7 +168,6 @@ impl NetRecords {
                 keys.insert(at, key.clone());
             }
             self.by_ip.insert(*addr, keys);
-            self.refresh_ptr(*addr);
         }
     }
 
@@ -232,9 +232,18 @@ impl NetRecords {
         self.holders = HashMap::new();
         self.ptr = HashMap::new();
         self.by_ip = HashMap::new();
-        let keys: Vec<Arc<str>> = self.endpoints.keys().cloned().collect();
-        for key in &keys {
-            self.index(key);
+        let eps: Vec<(Arc<str>, EndpointDns)> = self
+            .endpoints
+            .iter()
+            .map(|(k, ep)| (k.clone(), ep.clone()))
+            .collect();
+        for (key, ep) in &eps {
+            self.index(key, ep);
+        }
+        for (_, ep) in &eps {
+            for addr in &ep.addrs {
+                self.refresh_ptr(*addr);
+            }
         }
     }
 

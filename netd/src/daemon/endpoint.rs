@@ -110,7 +110,7 @@ impl Daemon {
         let host_veth = names::host_veth_name(network, &req.container_id, &ifname);
         let mac = match &req.mac {
             Some(m) => names::parse_mac(m)?,
-            None => names::derived_mac(&format!("{key}/{:?}", std::time::SystemTime::now())),
+            None => names::fresh_mac(&key),
         };
         let netns_id = ns.id();
         // Cheap early answers before any lease is taken; the transaction re-checks the first.
@@ -236,8 +236,7 @@ impl Daemon {
             }
         };
         // Chosen here rather than by the kernel, so the result needs no read-back.
-        let host_mac =
-            names::derived_mac(&format!("{host_veth}/{:?}", std::time::SystemTime::now()));
+        let host_mac = names::fresh_mac(host_veth);
         let spec = VethSpec {
             host_name: host_veth.to_string(),
             peer_name: ifname.to_string(),
