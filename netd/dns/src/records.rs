@@ -257,21 +257,40 @@ impl NetRecords {
                 .and_then(|n| n.strip_suffix('.'))
                 .filter(|n| !n.is_empty())
         };
-        let mut holders: Vec<&Arc<str>> = Vec::new();
-        for bare in [
+        let mut found = [
             Some(name),
             strip(&self.zone),
             self.domain.as_deref().and_then(strip),
         ]
         .into_iter()
         .flatten()
-        {
-            holders.extend(self.holders.get(bare).into_iter().flatten());
+        .filter_map(|bare| self.holders.get(bare));
+        let Some(first) = found.next() else {
+            return false;
+        };
+        // Almost always one form matches: its holder list is already sorted and unique, so
+        // the per-query path allocates nothing; only an ambiguous name merges lists.
+        match found.next() {
+            None => self.addrs_of_holders(first.iter(), out),
+            Some(second) => {
+                let mut all: Vec<&Arc<str>> =
+                    first.iter().chain(second).chain(found.flatten()).collect();
+                all.sort();
+                all.dedup();
+                self.addrs_of_holders(all.into_iter(), out)
+            }
         }
-        holders.sort();
-        holders.dedup();
+    }
+
+    /// Appends the addresses of the endpoints `keys` (in that order, skipping ones already in
+    /// `out`); false when they have none.
+    fn addrs_of_holders<'a>(
+        &self,
+        keys: impl Iterator<Item = &'a Arc<str>>,
+        out: &mut Vec<IpAddr>,
+    ) -> bool {
         let mut known = false;
-        for key in holders {
+        for key in keys {
             for a in self.endpoints.get(key).into_iter().flat_map(|ep| &ep.addrs) {
                 known = true;
                 if !out.contains(a) {
