@@ -155,6 +155,31 @@ fn prefix_range(network: &str) -> (String, String) {
     (format!("{network}/"), format!("{network}0"))
 }
 
+/// redb's page cache: enough for the B-tree's upper levels.
+const CACHE_BYTES: usize = 1 << 20;
+
+/// Key of the lease of `ip` in `network`.
+fn lease_key(network: &str, ip: IpAddr) -> String {
+    format!("{network}/{ip}")
+}
+
+/// How many round-robin candidates an allocation probes one by one before it reads the whole
+/// network's leases instead.
+const PROBES: usize = 64;
+
+/// Every address `network` has leased.
+fn used_addresses(
+    leases: &impl ReadableTable<&'static str, &'static str>,
+    network: &str,
+) -> Result<BTreeSet<IpAddr>, redb::StorageError> {
+    let (lo, hi) = prefix_range(network);
+    let mut used = BTreeSet::new();
+    for row in leases.range(lo.as_str()..hi.as_str())? {
+        used.extend(lease_ip(row?.0.value()));
+    }
+    Ok(used)
+}
+
 fn family(ip: &IpAddr) -> &'static str {
     if ip.is_ipv4() {
         "v4"
@@ -193,11 +218,17 @@ impl Store {
             source,
         })?;
         let path = dir.join("netd.redb");
-        let db = Database::create(&path).map_err(|e| StoreError::Db {
-            op: "opening",
-            path: path.clone(),
-            source: Box::new(e.into()),
-        })?;
+        // redb caches every page it reads or writes up to its cache size (default 1 GiB), so
+        // the daemon's resident memory grew with the database; the working set of one attach
+        // is a few B-tree paths, and the kernel's page cache keeps the file anyway.
+        let db = Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .create(&path)
+            .map_err(|e| StoreError::Db {
+                op: "opening",
+                path: path.clone(),
+                source: Box::new(e.into()),
+            })?;
         let store = Store {
             db: Arc::new(db),
             path,
@@ -369,47 +400,48 @@ impl Store {
             }
             let mut leases = tx.open_table(LEASES)?;
             let mut cursors = tx.open_table(CURSORS)?;
-            let (lo, hi) = prefix_range(network);
-            let mut used = BTreeSet::new();
-            for row in leases.range(lo.as_str()..hi.as_str())? {
-                if let Some(ip) = lease_ip(row?.0.value()) {
-                    used.insert(ip);
-                }
-            }
             let mut chosen = Vec::new();
             for pool in pools {
+                let ipam_err = |source| {
+                    Fail::Store(StoreError::Ipam {
+                        network: network.to_string(),
+                        source: Box::new(source),
+                    })
+                };
                 let want = statics.iter().find(|ip| pool.subnet().contains(*ip));
                 let ip = match want {
-                    Some(ip) => match pool.check_static(*ip, &used) {
-                        Ok(()) => *ip,
-                        Err(source) => {
-                            return Err(Fail::Store(StoreError::Ipam {
-                                network: network.to_string(),
-                                source: Box::new(source),
-                            }))
-                        }
-                    },
+                    Some(ip) => {
+                        let taken = leases.get(lease_key(network, *ip).as_str())?.is_some();
+                        pool.check_static(*ip, taken).map_err(ipam_err)?;
+                        *ip
+                    }
                     None => {
                         let ckey = format!("{network}/{}", family(&pool.subnet().addr()));
                         let last = cursors
                             .get(ckey.as_str())?
                             .and_then(|v| v.value().parse::<IpAddr>().ok());
-                        match pool.allocate(&used, last) {
-                            Ok(ip) => {
-                                cursors.insert(ckey.as_str(), ip.to_string().as_str())?;
-                                ip
-                            }
-                            Err(source) => {
-                                return Err(Fail::Store(StoreError::Ipam {
-                                    network: network.to_string(),
-                                    source: Box::new(source),
-                                }))
+                        // Round-robin from the cursor: the next address is almost always free,
+                        // so a few point lookups find it whatever the population; a crowded
+                        // stretch falls back to reading the network's leases once.
+                        let mut found = None;
+                        for ip in pool.candidates(last).take(PROBES) {
+                            if leases.get(lease_key(network, ip).as_str())?.is_none() {
+                                found = Some(ip);
+                                break;
                             }
                         }
+                        let ip = match found {
+                            Some(ip) => ip,
+                            None => {
+                                let used = used_addresses(&leases, network)?;
+                                pool.allocate(&used, last).map_err(ipam_err)?
+                            }
+                        };
+                        cursors.insert(ckey.as_str(), ip.to_string().as_str())?;
+                        ip
                     }
                 };
-                used.insert(ip);
-                leases.insert(format!("{network}/{ip}").as_str(), key.as_str())?;
+                leases.insert(lease_key(network, ip).as_str(), key.as_str())?;
                 chosen.push((ip, pool));
             }
             let rec = build(chosen);
@@ -443,7 +475,7 @@ impl Store {
             };
             let mut leases = tx.open_table(LEASES)?;
             for ip in &rec.endpoint.ips {
-                let lkey = format!("{}/{}", rec.endpoint.network, ip.addr());
+                let lkey = lease_key(&rec.endpoint.network, ip.addr());
                 // Only drop a lease that really is this endpoint's.
                 let owned = leases.get(lkey.as_str())?.map(|v| v.value() == key);
                 if owned == Some(true) {
@@ -541,6 +573,42 @@ mod tests {
             netns_dev: 0,
             netns_ino: 0,
         }
+    }
+
+    #[test]
+    fn allocation_skips_a_crowded_stretch_longer_than_the_probes() {
+        // Static leases on .2-.100 are more than PROBES candidates in a row: the allocation
+        // must fall back to reading the leases and still hand out the first free address, and
+        // a static request for a taken address is refused.
+        let dir = tempfile::tempdir().unwrap();
+        let gw = Some("10.2.0.1".parse().unwrap());
+        let pool = Pool::new("10.2.0.0/24".parse().unwrap(), None, gw, []).unwrap();
+        let pools = std::slice::from_ref(&pool);
+        let s = Store::open(dir.path()).unwrap();
+        s.insert_network(&net("a")).unwrap();
+        for i in 2..=100u8 {
+            let ip: IpAddr = format!("10.2.0.{i}").parse().unwrap();
+            let cid = format!("s{i}");
+            s.attach("a", &cid, "eth0", pools, &[ip], |ips| rec("a", &cid, ips))
+                .unwrap();
+        }
+        const { assert!(100 - 2 + 1 > PROBES) };
+        let got = |cid: &str| {
+            s.attach("a", cid, "eth0", pools, &[], |ips| rec("a", cid, ips))
+                .unwrap()
+                .endpoint
+                .ips[0]
+                .addr()
+                .to_string()
+        };
+        assert_eq!(got("d1"), "10.2.0.101");
+        assert_eq!(got("d2"), "10.2.0.102");
+        let taken: IpAddr = "10.2.0.50".parse().unwrap();
+        let err = s
+            .attach("a", "x", "eth0", pools, &[taken], |ips| rec("a", "x", ips))
+            .unwrap_err();
+        assert!(err.to_string().contains("10.2.0.50"), "{err}");
+        assert_eq!(s.leases("a").unwrap().len(), 101);
     }
 
     #[test]

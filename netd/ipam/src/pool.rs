@@ -171,17 +171,7 @@ impl Pool {
     ) -> Result<IpAddr, IpamError> {
         let (lo, hi) = bounds(&self.allocation_range());
         let excluded = self.excluded(used);
-        let start = match last {
-            Some(l) if same_family(&l, &self.subnet) => {
-                let l = to_u128(l);
-                if (lo..hi).contains(&l) {
-                    l + 1
-                } else {
-                    lo
-                }
-            }
-            _ => lo,
-        };
+        let start = self.start_after(last);
         let found = first_free(start, hi, &excluded).or_else(|| {
             // start > lo here whenever the first search could have missed something.
             (start > lo)
@@ -197,12 +187,43 @@ impl Pool {
         }
     }
 
-    /// Validates a static address request.
+    /// The addresses [`Pool::allocate`] would consider, in its order: round-robin from just
+    /// after `last`, wrapping once, without the network, broadcast, gateway and reserved
+    /// addresses. The first one not taken is what `allocate` returns; a caller whose leases are
+    /// keyed by address can probe these one by one instead of reading every lease.
+    pub fn candidates(&self, last: Option<IpAddr>) -> impl Iterator<Item = IpAddr> + '_ {
+        let (lo, hi) = bounds(&self.allocation_range());
+        let start = self.start_after(last);
+        let v6 = self.is_ipv6();
+        (start..=hi)
+            .chain(lo..start)
+            .map(move |v| from_u128(v, v6))
+            .filter(move |ip| self.special_role(*ip).is_none())
+    }
+
+    /// Where a round-robin search begins: just after `last` if it is in the range, else at the
+    /// range's start.
+    fn start_after(&self, last: Option<IpAddr>) -> u128 {
+        let (lo, hi) = bounds(&self.allocation_range());
+        match last {
+            Some(l) if same_family(&l, &self.subnet) => {
+                let l = to_u128(l);
+                if (lo..hi).contains(&l) {
+                    l + 1
+                } else {
+                    lo
+                }
+            }
+            _ => lo,
+        }
+    }
+
+    /// Validates a static address request; `in_use` says whether another endpoint holds it.
     ///
     /// The address must be of the subnet's family and inside the subnet (it may be outside the
     /// dynamic range), and must not be the network, broadcast, gateway or a reserved address,
-    /// nor in `used`.
-    pub fn check_static(&self, ip: IpAddr, used: &BTreeSet<IpAddr>) -> Result<(), IpamError> {
+    /// nor in use.
+    pub fn check_static(&self, ip: IpAddr, in_use: bool) -> Result<(), IpamError> {
         let subnet = self.subnet;
         if !same_family(&ip, &subnet) {
             return Err(IpamError::FamilyMismatch {
@@ -224,7 +245,7 @@ impl Pool {
                 role,
             });
         }
-        if used.contains(&ip) {
+        if in_use {
             return Err(IpamError::AddressInUse {
                 address: ip,
                 subnet,
@@ -491,7 +512,9 @@ mod tests {
             ip("10.0.0.128")
         );
         assert_eq!(p.free_count(&used), 127); // .128-.254
-        assert!(p.check_static(ip("10.0.0.7"), &used).is_ok());
+        assert!(p
+            .check_static(ip("10.0.0.7"), used.contains(&ip("10.0.0.7")))
+            .is_ok());
     }
 
     #[test]
@@ -504,7 +527,11 @@ mod tests {
         )
         .unwrap();
         let used = set(&["10.0.0.5"]);
-        let msg = |a: &str| p.check_static(ip(a), &used).unwrap_err().to_string();
+        let msg = |a: &str| {
+            p.check_static(ip(a), used.contains(&ip(a)))
+                .unwrap_err()
+                .to_string()
+        };
         assert_eq!(
             msg("10.0.1.5"),
             "address 10.0.1.5 is outside subnet 10.0.0.0/24"
@@ -533,7 +560,9 @@ mod tests {
             msg("fd00::5"),
             "address fd00::5 is IPv6 but subnet 10.0.0.0/24 is IPv4"
         );
-        assert!(p.check_static(ip("10.0.0.6"), &used).is_ok());
+        assert!(p
+            .check_static(ip("10.0.0.6"), used.contains(&ip("10.0.0.6")))
+            .is_ok());
     }
 
     #[test]
@@ -545,9 +574,11 @@ mod tests {
             p.allocate(&used, Some(ip("fd00::2"))).unwrap(),
             ip("fd00::3")
         );
-        assert!(p.check_static(ip("fd00::3"), &used).is_ok());
+        assert!(p
+            .check_static(ip("fd00::3"), used.contains(&ip("fd00::3")))
+            .is_ok());
         assert!(matches!(
-            p.check_static(ip("fd00::"), &used),
+            p.check_static(ip("fd00::"), used.contains(&ip("fd00::"))),
             Err(IpamError::AddressReserved {
                 role: AddressRole::Network,
                 ..
@@ -731,6 +762,18 @@ mod tests {
         }
 
         #[test]
+        fn first_free_candidate_is_what_allocate_returns(c in case()) {
+            // Probing candidates one by one (the store's fast path) must pick exactly the
+            // address the full-set allocator picks, and never a special address.
+            let probed = c.pool.candidates(c.last).find(|a| !c.used.contains(a));
+            prop_assert_eq!(probed, c.pool.allocate(&c.used, c.last).ok());
+            for a in c.pool.candidates(c.last).take(300) {
+                prop_assert!(c.pool.allocation_range().contains(&a));
+                prop_assert_eq!(c.pool.check_static(a, false), Ok(()));
+            }
+        }
+
+        #[test]
         fn allocated_address_is_valid(c in case()) {
             if let Ok(a) = c.pool.allocate(&c.used, c.last) {
                 let p = &c.pool;
@@ -743,7 +786,7 @@ mod tests {
                     prop_assert_ne!(a, p.subnet().broadcast());
                 }
                 // Whatever allocate hands out, a static request for it would also pass.
-                prop_assert_eq!(p.check_static(a, &c.used), Ok(()));
+                prop_assert_eq!(p.check_static(a, c.used.contains(&a)), Ok(()));
             }
         }
 
@@ -751,7 +794,7 @@ mod tests {
         fn check_static_matches_model(c in case(), off in 0u128..300) {
             let p = &c.pool;
             let a = from_u128(to_u128(p.subnet().network()).wrapping_add(off), p.is_ipv6());
-            let ok = p.check_static(a, &c.used).is_ok();
+            let ok = p.check_static(a, c.used.contains(&a)).is_ok();
             let want = p.subnet().contains(&a)
                 && a != p.subnet().network()
                 && (p.is_ipv6() || a != p.subnet().broadcast())
