@@ -1,19 +1,17 @@
-//! Network namespaces as handles. A namespace is an open file (`OwnedFd`); to act inside it we
-//! open a netlink socket on a dedicated thread that has `setns`ed into it, then use that socket
-//! from async code. A tokio worker thread never switches namespace (kata-containers and
-//! containrs both hit that bug: the worker keeps serving other tasks in the wrong netns).
+//! Network namespaces as handles. A namespace is an open file (`OwnedFd`); to act inside it a
+//! thread `setns`es into it for one synchronous job (open a netlink socket, write a sysctl) and
+//! straight back, then async code uses the socket.
 //!
-//! The dedicated threads are a small pool: spawning a thread per job cost ~0.1 ms of every
-//! attach. A pool thread enters the job's namespace, runs it, and goes back to netd's own
-//! namespace before it takes the next job, so it never pins a container's namespace (which would
-//! keep the container's veth alive after the runtime deleted the namespace).
+//! The job runs on the calling thread (a tokio worker): it takes tens of microseconds, while a
+//! hop to another thread costs two wake-ups, which on an idle machine cost more than the job
+//! (measured, docs/benchmarks.md). Earlier versions spawned a thread per job, then used a pool.
+//! A thread never stays in a container's namespace (that would keep the namespace, and the
+//! container's veth, alive after the runtime deleted it): a test checks it.
 
 use std::fs::File;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{self, Receiver, Sender};
-use std::sync::{Arc, Mutex, OnceLock};
 
 use nix::sched::{setns, CloneFlags};
 
@@ -121,98 +119,40 @@ impl Netns {
         &self.fd
     }
 
-    /// Runs `f` on a pool thread that has entered this namespace and returns its result.
-    /// Sockets created by `f` stay bound to this namespace after `f` returns.
-    pub fn run<T: Send + 'static>(
-        &self,
-        f: impl FnOnce() -> T + Send + 'static,
-    ) -> Result<T, NetnsError> {
+    /// Runs `f` on the calling thread inside this namespace and brings the thread back to the
+    /// namespace it was in, before anything else can run on it. Sockets created by `f` stay
+    /// bound to this namespace after `f` returns.
+    ///
+    /// `f` is synchronous and must not call `run` itself: nothing else runs on the thread
+    /// while it is away, so a tokio worker can call this (it is never parked or handed
+    /// another task in the wrong namespace, the bug kata-containers and containrs hit with
+    /// `setns` around an `.await`). If the thread cannot get back, the process aborts rather
+    /// than serve anything from a container's namespace.
+    pub fn run<T>(&self, f: impl FnOnce() -> T) -> Result<T, NetnsError> {
         let enter_err = |message: String| NetnsError::Enter {
             path: self.path.clone(),
             message,
         };
-        let fd = self.fd.try_clone().map_err(|e| enter_err(e.to_string()))?;
-        let (tx, rx) = mpsc::sync_channel(1);
-        let job: Job = Box::new(move || {
-            let out = match setns(fd.as_fd(), CloneFlags::CLONE_NEWNET) {
-                Ok(()) => std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
-                    .map_err(|_| "namespace job panicked".to_string()),
-                Err(e) => Err(format!("setns: {e}")),
-            };
-            // The caller may have given up (it never does today); nothing to do then.
-            let _ = tx.send(out);
-        });
-        pool()
-            .map_err(|e| enter_err(format!("starting the namespace threads: {e}")))?
-            .submit(job)
-            .map_err(enter_err)?;
-        rx.recv()
-            .map_err(|_| enter_err("namespace thread exited".into()))?
-            .map_err(enter_err)
+        HOME.with(|home| {
+            let home = home
+                .as_ref()
+                .map_err(|e| enter_err(format!("opening this thread's namespace: {e}")))?;
+            setns(self.fd.as_fd(), CloneFlags::CLONE_NEWNET)
+                .map_err(|e| enter_err(format!("setns: {e}")))?;
+            let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+            if let Err(e) = setns(home.as_fd(), CloneFlags::CLONE_NEWNET) {
+                tracing::error!(error = %e, "cannot return to netd's namespace; aborting");
+                std::process::abort();
+            }
+            out.map_err(|_| enter_err("namespace job panicked".into()))
+        })
     }
 }
 
-type Job = Box<dyn FnOnce() + Send>;
-
-/// Threads that run jobs inside other namespaces (enough for the parallel attaches of one
-/// runtime; a job is a socket open or a sysctl write, tens of microseconds).
-const POOL_THREADS: usize = 4;
-
-/// The namespace-job threads and netd's own namespace, which they return to after each job.
-struct Pool {
-    jobs: Mutex<Sender<Job>>,
-    queue: Arc<Mutex<Receiver<Job>>>,
-    home: Arc<OwnedFd>,
-}
-
-fn pool() -> Result<&'static Pool, std::io::Error> {
-    static POOL: OnceLock<Pool> = OnceLock::new();
-    if let Some(p) = POOL.get() {
-        return Ok(p);
-    }
-    // The process's namespace, not the calling thread's: that is where netd lives.
-    let home = Arc::new(OwnedFd::from(File::open("/proc/self/ns/net")?));
-    let (tx, rx) = mpsc::channel();
-    let p = POOL.get_or_init(|| Pool {
-        jobs: Mutex::new(tx),
-        queue: Arc::new(Mutex::new(rx)),
-        home,
-    });
-    Ok(p)
-}
-
-impl Pool {
-    /// Queues a job, starting the threads on first use and replacing any that died.
-    fn submit(&self, job: Job) -> Result<(), String> {
-        let alive = Arc::strong_count(&self.queue) - 1;
-        for _ in alive..POOL_THREADS {
-            let (queue, home) = (self.queue.clone(), self.home.clone());
-            std::thread::Builder::new()
-                .name("netd-netns".into())
-                .spawn(move || worker(&queue, &home))
-                .map_err(|e| format!("spawning a namespace thread: {e}"))?;
-        }
-        self.jobs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .send(job)
-            .map_err(|_| "namespace threads are gone".to_string())
-    }
-}
-
-/// Takes jobs until the pool is dropped; exits (and is replaced) if it cannot get home.
-fn worker(queue: &Arc<Mutex<Receiver<Job>>>, home: &OwnedFd) {
-    loop {
-        let job = match queue.lock().unwrap_or_else(|p| p.into_inner()).recv() {
-            Ok(job) => job,
-            Err(_) => return,
-        };
-        job();
-        if let Err(e) = setns(home.as_fd(), CloneFlags::CLONE_NEWNET) {
-            tracing::error!(error = %e, "namespace thread cannot return to netd's namespace; exiting");
-            return;
-        }
-    }
+thread_local! {
+    /// The namespace each thread started in, where [`Netns::run`] brings it back.
+    static HOME: Result<OwnedFd, std::io::Error> =
+        File::open("/proc/thread-self/ns/net").map(OwnedFd::from);
 }
 
 /// Whether the namespace at `path` still exists and is the one identified by `id`.

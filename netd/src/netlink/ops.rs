@@ -139,15 +139,11 @@ impl Netlink {
         Ok(Netlink::with(handle))
     }
 
-    /// A socket inside `ns`, opened on a dedicated thread so no tokio worker changes namespace.
+    /// A socket inside `ns` (opened by this thread from within `ns`; it registers with this
+    /// runtime's reactor, which serves sockets of any namespace). Needs a tokio runtime.
     pub fn in_netns(ns: &Netns) -> Result<Netlink, NetlinkError> {
-        let rt = tokio::runtime::Handle::current();
         let opened = ns
-            .run(move || {
-                // The socket registers with this runtime's reactor but lives in `ns`.
-                let _guard = rt.enter();
-                open_connection()
-            })
+            .run(open_connection)
             .map_err(|e| NetlinkError::Socket(std::io::Error::other(e.to_string())))?;
         let (conn, handle) = opened?;
         tokio::spawn(conn);
