@@ -363,6 +363,22 @@ fn invalid_attachments_are_refused_and_leak_nothing() {
             },
             ErrorCode::InvalidName,
         ),
+        (
+            // The network is not what the caller expects (the CNI plugin sends its config).
+            AttachRequest {
+                expect: Some(netd_api::NetworkDef {
+                    subnets: vec![netd_api::SubnetRequest {
+                        subnet: "10.71.0.0/24".parse().unwrap(),
+                        gateway: None,
+                        ip_range: None,
+                    }],
+                    mtu: Some(9000),
+                    ..Default::default()
+                }),
+                ..base.clone()
+            },
+            ErrorCode::NetworkConflict,
+        ),
     ];
     for (req, code) in cases {
         let e = attach(req.clone());
@@ -385,7 +401,21 @@ fn invalid_attachments_are_refused_and_leak_nothing() {
     // Nothing leaked: no endpoint, no veth on the bridge; then a good attach gets the first address.
     assert!(endpoints(&h, "n").is_empty());
     assert!(h.bridge_ports("nd-n").is_empty());
-    let ok = client.run(|cl| cl.attach("n", &base)).expect("attach");
+    // An expectation the network meets is no obstacle.
+    let matching = netd_api::NetworkDef {
+        subnets: vec![netd_api::SubnetRequest {
+            subnet: "10.70.0.0/24".parse().unwrap(),
+            gateway: None,
+            ip_range: None,
+        }],
+        internal: Some(false),
+        ..Default::default()
+    };
+    let expecting = AttachRequest {
+        expect: Some(matching),
+        ..base.clone()
+    };
+    let ok = client.run(|cl| cl.attach("n", &expecting)).expect("attach");
     assert_eq!(ok.endpoint.ips[0].to_string(), "10.70.0.2/24");
     let e = attach(base.clone());
     assert_eq!(e.code(), Some(ErrorCode::EndpointExists));

@@ -82,7 +82,6 @@ pub fn add(inv: &Invocation<'_>) -> Result<Value, Error> {
         });
     }
     let client = client(conf, None)?;
-    let mut net = ensure_network(&client, &name, &def)?;
 
     let args = &env.args;
     let mut labels = BTreeMap::new();
@@ -110,6 +109,9 @@ pub fn add(inv: &Invocation<'_>) -> Result<Value, Error> {
         mac: opts.mac.or_else(|| args.mac.clone()),
         port_mappings: opts.port_mappings,
         labels,
+        // netd checks the network against the configuration as part of the attach: one
+        // request in the common case instead of a look-up and an attach.
+        expect: Some(def.clone()),
     };
     let doing = || {
         format!(
@@ -118,9 +120,15 @@ pub fn add(inv: &Invocation<'_>) -> Result<Value, Error> {
         )
     };
     let attached = match client.run(|c| c.attach(&name, &req)) {
-        // Removed between our look-up and the attach (netctl rm): create it again, once.
-        Err(e) if is(&e, &[ErrorCode::NetworkNotFound]) => {
-            net = ensure_network(&client, &name, &def)?;
+        // First container of the network (it is created from the configuration), or it
+        // differs from the configuration (ensure_network names every difference, code 7).
+        Err(e)
+            if is(
+                &e,
+                &[ErrorCode::NetworkNotFound, ErrorCode::NetworkConflict],
+            ) =>
+        {
+            ensure_network(&client, &name, &def)?;
             client.run(|c| c.attach(&name, &req))
         }
         other => other,
@@ -130,7 +138,12 @@ pub fn add(inv: &Invocation<'_>) -> Result<Value, Error> {
         "attached {} ({}) to {name}: {:?}",
         env.container_id, env.ifname, attached.endpoint.ips
     ));
-    Ok(result::render(inv.version, &attached, &env.netns, net.mtu))
+    Ok(result::render(
+        inv.version,
+        &attached,
+        &env.netns,
+        attached.mtu,
+    ))
 }
 
 /// Returns the network `name`, creating it from `def` when it does not exist; an existing

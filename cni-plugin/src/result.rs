@@ -132,6 +132,7 @@ mod tests {
                 nameservers: vec!["10.88.0.1".parse().unwrap()],
                 search: vec!["web.netd".into()],
             },
+            mtu: None,
         }
     }
 

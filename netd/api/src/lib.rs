@@ -3,7 +3,9 @@
 //! that clients stay small and start fast.
 
 pub mod client;
+pub mod expect;
 pub mod types;
 
 pub use client::{socket_path, BlockingClient, Client, ClientError, DEFAULT_SOCKET, SOCKET_ENV};
+pub use expect::NetworkDef;
 pub use types::*;

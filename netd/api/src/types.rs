@@ -238,6 +238,10 @@ pub struct AttachRequest {
     /// Free-form labels (e.g. Kubernetes pod namespace/name).
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// What the caller expects of the network: the attach is refused (`network_conflict`)
+    /// before anything is done if the network differs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expect: Option<crate::NetworkDef>,
 }
 
 /// An attached container interface.
@@ -310,6 +314,9 @@ pub struct AttachResult {
     pub routes: Vec<RouteInfo>,
     /// DNS settings.
     pub dns: DnsInfo,
+    /// The network's MTU, when it sets one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<u32>,
 }
 
 /// Request body of `POST /v1/networks/{name}/gc`: keep these attachments, release the rest.

@@ -402,6 +402,7 @@ fn run(cli: Cli) -> Result<()> {
                 mac: a.mac,
                 port_mappings: a.publish.iter().map(api_port).collect(),
                 labels: Default::default(),
+                expect: None,
             };
             let res = c.run(|c| c.attach(&a.network, &req))?;
             if json {

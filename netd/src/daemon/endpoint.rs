@@ -98,6 +98,15 @@ impl Daemon {
         req: AttachRequest,
     ) -> Result<AttachResult, DaemonError> {
         let st = self.net_state(network)?;
+        if let Some(def) = &req.expect {
+            let diffs = def.differences(&st.net);
+            if !diffs.is_empty() {
+                return Err(DaemonError::NetworkConflict(format!(
+                    "network {network} differs from the definition the attach expects: {}",
+                    diffs.join("; ")
+                )));
+            }
+        }
         validate(&req, &st)?;
         let ns = Netns::open(&req.netns)?;
         let _gate = st.gate.read().await;
@@ -345,6 +354,7 @@ impl Daemon {
                 nameservers: st.net.subnets.iter().map(|s| s.gateway).collect(),
                 search: st.net.dns_domain.iter().cloned().collect(),
             },
+            mtu: st.net.mtu,
         })
     }
 
