@@ -27,3 +27,8 @@ if ! command -v cargo >/dev/null 2>&1; then
   echo "install-deps.sh: a Rust toolchain (cargo >= 1.85, e.g. from rustup) is required" >&2
   exit 1
 fi
+# The CNI plugin ships as a static musl binary (scripts/build-cni-plugin.sh: it starts faster).
+if command -v rustup >/dev/null 2>&1; then
+  rustup target add "$(uname -m)-unknown-linux-musl" >/dev/null 2>&1 ||
+    echo "install-deps.sh: could not add the musl target; the plugin will be built against glibc" >&2
+fi

@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 cargo fmt --all -- --check
 cargo build --workspace --bins --tests
 cargo test --workspace --no-fail-fast
+# The CNI suite again against the plugin as docs/cni.md installs it (static musl build).
+NETD_TEST_CNI_PLUGIN="$(./scripts/build-cni-plugin.sh)" cargo test -p netd-tests --test cni
 # Fuzzing: replay every seed and regression input, then a short bounded run of each target
 # (longer runs by hand: see docs/reliability.md).
 cargo test --manifest-path fuzz/Cargo.toml

@@ -15,6 +15,12 @@ static COUNTER: AtomicU32 = AtomicU32::new(0);
 /// Path of a binary built by this workspace (`target/<profile>/<name>`), found next to the
 /// test executable's `deps` directory.
 pub fn bin(name: &str) -> PathBuf {
+    // The plugin as shipped (scripts/build-cni-plugin.sh: static musl) instead of the dev build.
+    if name == "netd-cni" {
+        if let Some(p) = std::env::var_os("NETD_TEST_CNI_PLUGIN") {
+            return PathBuf::from(p);
+        }
+    }
     let exe = std::env::current_exe().expect("current_exe");
     let dir = exe
         .parent()
