@@ -139,6 +139,45 @@ impl Netlink {
         Ok(Netlink::with(handle))
     }
 
+    /// A socket in the calling thread's namespace whose requests are sent from a thread of
+    /// their own. For requests the kernel completes slowly inside the system call — deleting an
+    /// interface waits for RCU grace periods, ~20 ms here — so they never hold an async worker
+    /// (nor the DNS server on it). The thread ends when the last handle is dropped.
+    pub fn on_own_thread(thread: &str) -> Result<Netlink, NetlinkError> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        std::thread::Builder::new()
+            .name(thread.to_string())
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_io()
+                    .enable_time()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = tx.send(Err(NetlinkError::Socket(e)));
+                        return;
+                    }
+                };
+                rt.block_on(async move {
+                    match open_connection() {
+                        Ok((conn, handle)) => {
+                            let _ = tx.send(Ok(handle));
+                            conn.await;
+                        }
+                        Err(e) => {
+                            let _ = tx.send(Err(e));
+                        }
+                    }
+                });
+            })
+            .map_err(NetlinkError::Socket)?;
+        let handle = rx.recv().map_err(|_| {
+            NetlinkError::Socket(std::io::Error::other("netlink thread exited at start"))
+        })??;
+        Ok(Netlink::with(handle))
+    }
+
     /// A socket inside `ns` (opened by this thread from within `ns`; it registers with this
     /// runtime's reactor, which serves sockets of any namespace). Needs a tokio runtime.
     pub fn in_netns(ns: &Netns) -> Result<Netlink, NetlinkError> {
