@@ -108,6 +108,29 @@ def loadavg():
     return open("/proc/loadavg").read().split()[:3]
 
 
+def cpu_busy(interval=1.0):
+    """Share of all CPUs' time not idle over `interval` seconds (from /proc/stat)."""
+    def snap():
+        f = [int(x) for x in open("/proc/stat").readline().split()[1:]]
+        return sum(f), f[3] + f[4]  # idle + iowait
+    t0, i0 = snap()
+    time.sleep(interval)
+    t1, i1 = snap()
+    return 1 - (i1 - i0) / max(1, t1 - t0)
+
+
+def settle(what, limit=180, busy=0.15):
+    """Waits until the machine is idle (two seconds under `busy`), at most `limit` seconds:
+    namespace teardown and RCU work of the previous phase run asynchronously in the kernel and
+    would otherwise land on the next phase's first window. Returns the seconds waited."""
+    t, quiet = time.time(), 0
+    while time.time() - t < limit and quiet < 2:
+        quiet = quiet + 1 if cpu_busy() < busy else 0
+    waited = time.time() - t
+    log(f"settle before {what}: {waited:.0f} s (load {loadavg()})")
+    return round(waited, 1)
+
+
 def proc_cpu_ticks(pid):
     f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
     return int(f[11]) + int(f[12])  # utime + stime (fields 14, 15)
@@ -474,9 +497,11 @@ def cni_bench(args, out):
     netns_add_many(hosts)
     for s in systems:
         sh(["ip", "-n", s.host, "link", "set", "lo", "up"])
-    log(f"cni: creating {len(systems) * N} container namespaces")
-    netns_add_many([s.cns(i) for s in systems for i in range(1, N + 1)] +
-                   [systems[0].cns(i) for i in (N + 1, N + 2, N + 3)])
+    cns = ([s.cns(i) for s in systems for i in range(1, N + 1)] +
+           [systems[0].cns(i) for i in (N + 1, N + 2, N + 3)])
+    log(f"cni: creating {len(cns)} container namespaces")
+    netns_add_many(cns)
+    phases_run = 0
     pools = {}
     for s in systems:
         s.start()
@@ -503,6 +528,15 @@ def cni_bench(args, out):
                 key = f"{'ports' if ports else 'noports'}-{mode}"
                 if args.cni_phases and key not in args.cni_phases.split(","):
                     continue
+                if phases_run:
+                    # Every phase starts on fresh container namespaces, as the first one does:
+                    # namespaces an earlier phase used keep kernel state behind (e.g. the
+                    # namespace ids the host side allocated for them), which slowed the next
+                    # phase's first window (par8 after seq: 15.7 ms vs 12-13 ms, netd alone).
+                    netns_del_many(cns)
+                    netns_add_many(cns)
+                phases_run += 1
+                settled = settle(f"cni phase {key}")
                 log(f"cni phase {key}: N={N}  load {loadavg()}")
                 ph = {s.name: {"add": {}, "del": {}} for s in systems}
                 par = 8 if mode == "par8" else 1
@@ -551,7 +585,8 @@ def cni_bench(args, out):
                                      "add_all_ms": [round(a[i] * 1e3, 3) for i in sorted(a)],
                                      "del_all_ms": [round(d[i] * 1e3, 3) for i in sorted(d)]}
                 res["phases"][key] = {"n_done": n_done, "stats": stats,
-                                      "seconds": time.time() - t_phase, "loadavg": loadavg()}
+                                      "seconds": time.time() - t_phase, "loadavg": loadavg(),
+                                      "settled_s": settled}
                 log(f"cni phase {key} done in {time.time() - t_phase:.0f}s")
                 for s in systems:
                     st = stats[s.name]
