@@ -2,7 +2,7 @@
 //! thread `setns`es into it for one synchronous job (open a netlink socket, write a sysctl) and
 //! straight back, then async code uses the socket.
 //!
-//! The job runs on the calling thread (a tokio worker): it takes tens of microseconds, while a
+//! The job runs on the calling thread (netd's runtime thread): it takes tens of microseconds, while a
 //! hop to another thread costs two wake-ups, which on an idle machine cost more than the job
 //! (measured, docs/benchmarks.md). Earlier versions spawned a thread per job, then used a pool.
 //! A thread never stays in a container's namespace (that would keep the namespace, and the
@@ -119,8 +119,9 @@ impl Netns {
         &self.fd
     }
 
-    /// Runs `f` on the calling thread inside this namespace and brings the thread back to the
-    /// namespace it was in, before anything else can run on it. Sockets created by `f` stay
+    /// Runs `f` on the calling thread inside this namespace and brings the thread back, before
+    /// anything else can run on it, to the namespace it was in when it first called `run`
+    /// (netd's threads never leave netd's namespace otherwise). Sockets created by `f` stay
     /// bound to this namespace after `f` returns.
     ///
     /// `f` is synchronous and must not call `run` itself: nothing else runs on the thread
