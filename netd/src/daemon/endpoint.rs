@@ -193,7 +193,7 @@ impl Daemon {
         let rec = match stored.and_then(|r| r.map_err(DaemonError::from)) {
             Ok(rec) => rec,
             Err(e) => {
-                if let Err(de) = self.host_slow().delete_link(&host_veth).await {
+                if let Err(de) = self.host().delete_link(&host_veth).await {
                     warn!(network, veth = %host_veth, cause = %de, "removing veth after a failed store update");
                 }
                 return Err(e);
@@ -391,7 +391,7 @@ impl Daemon {
     ) -> Result<(), DaemonError> {
         let mut errors = Vec::new();
         self.plug_endpoint_down(&st.net, &rec).await;
-        if let Err(e) = self.host_slow().delete_link(&rec.endpoint.host_veth).await {
+        if let Err(e) = self.host().delete_link(&rec.endpoint.host_veth).await {
             errors.push(DaemonError::from(e));
         }
         crate::failpoint::hit("detach-after-veth");

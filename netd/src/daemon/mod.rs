@@ -77,8 +77,6 @@ struct Inner {
     cfg: Config,
     store: Store,
     host: Netlink,
-    /// Host-namespace socket for interface deletions (see [`Netlink::on_own_thread`]).
-    host_slow: Netlink,
     networks: RwLock<BTreeMap<String, Arc<NetState>>>,
     /// Serializes network create/remove (rare; keeps subnet/bridge checks race-free).
     net_ops: tokio::sync::Mutex<()>,
@@ -118,7 +116,6 @@ impl Daemon {
         let dir = cfg.state_dir.clone();
         let store = blocking(move || Store::open(&dir)).await??;
         let host = Netlink::current()?;
-        let host_slow = Netlink::on_own_thread("netd-netlink-del")?;
         let firewall = if cfg.firewall {
             let fw = netd_firewall::Firewall::new("netd")
                 .map_err(|e| DaemonError::Subsystem(format!("opening nftables: {e}")))?;
@@ -132,7 +129,6 @@ impl Daemon {
                 cfg,
                 store,
                 host,
-                host_slow,
                 networks: RwLock::new(BTreeMap::new()),
                 net_ops: tokio::sync::Mutex::new(()),
                 started: Instant::now(),
@@ -173,11 +169,6 @@ impl Daemon {
 
     pub(crate) fn host(&self) -> &Netlink {
         &self.inner.host
-    }
-
-    /// The host-namespace socket for deleting interfaces (slow in the kernel).
-    pub(crate) fn host_slow(&self) -> &Netlink {
-        &self.inner.host_slow
     }
 
     pub(crate) fn net_state(&self, name: &str) -> Result<Arc<NetState>, DaemonError> {

@@ -304,7 +304,7 @@ impl Daemon {
         .await;
         if let Err(e) = result {
             if fresh && created {
-                if let Err(de) = self.host_slow().delete_link(&net.bridge).await {
+                if let Err(de) = self.host().delete_link(&net.bridge).await {
                     warn!(bridge = %net.bridge, cause = %de, "rolling back bridge failed");
                 }
             }
@@ -337,7 +337,7 @@ impl Daemon {
             return Err(DaemonError::Many(errors));
         }
         self.plug_network_down(&st.net).await;
-        if let Err(e) = self.host_slow().delete_link(&st.net.bridge).await {
+        if let Err(e) = self.host().delete_link(&st.net.bridge).await {
             return Err(e.into());
         }
         let store = self.store().clone();

@@ -72,7 +72,7 @@ impl Daemon {
         for link in self.host().links().await? {
             if link.name.starts_with(VETH_PREFIX) && !live.contains(&link.name) {
                 info!(veth = %link.name, "removing orphan veth");
-                if let Err(e) = self.host_slow().delete_link(&link.name).await {
+                if let Err(e) = self.host().delete_link(&link.name).await {
                     warn!(veth = %link.name, cause = %e, "removing orphan veth failed");
                 }
             }

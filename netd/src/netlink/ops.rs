@@ -102,6 +102,8 @@ pub struct Netlink {
     /// socket's receive buffer, and the kernel then drops them silently (seen as a hang with
     /// 200 parallel attaches sharing the host socket).
     limit: Arc<Semaphore>,
+    /// Where interface deletions go, if not through `handle` (see [`Netlink::current`]).
+    deleter: Option<Arc<Netlink>>,
 }
 
 /// Requests one socket may have in flight.
@@ -132,25 +134,28 @@ fn open_connection() -> Result<(Connection<RouteNetlinkMessage>, Handle), Netlin
 }
 
 impl Netlink {
-    /// A socket in the calling thread's namespace. Needs a tokio runtime.
+    /// A socket in the calling thread's namespace, plus a second one for interface deletions
+    /// driven by a thread of its own: the kernel completes a deletion inside the system call
+    /// only after RCU grace periods (~20 ms here), which must hold neither the runtime thread
+    /// (the API, DNS) nor the other requests on this socket. Needs a tokio runtime.
     pub fn current() -> Result<Netlink, NetlinkError> {
         let (conn, handle) = open_connection()?;
         tokio::spawn(conn);
-        Ok(Netlink::with(handle))
+        Ok(Netlink {
+            deleter: Some(Arc::new(Netlink::on_own_thread("netd-netlink-del")?)),
+            ..Netlink::with(handle)
+        })
     }
 
-    /// A socket in the calling thread's namespace whose requests are sent from a thread of
-    /// their own. For requests the kernel completes slowly inside the system call — deleting an
-    /// interface waits for RCU grace periods, ~20 ms here — so they never hold an async worker
-    /// (nor the DNS server on it). The thread ends when the last handle is dropped.
-    pub fn on_own_thread(thread: &str) -> Result<Netlink, NetlinkError> {
+    /// A socket in the calling thread's namespace whose connection runs on a new thread with
+    /// a runtime of its own; the thread ends when the last handle is dropped.
+    fn on_own_thread(thread: &str) -> Result<Netlink, NetlinkError> {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         std::thread::Builder::new()
             .name(thread.to_string())
             .spawn(move || {
                 let rt = match tokio::runtime::Builder::new_current_thread()
                     .enable_io()
-                    .enable_time()
                     .build()
                 {
                     Ok(rt) => rt,
@@ -193,6 +198,7 @@ impl Netlink {
         Netlink {
             handle,
             limit: Arc::new(Semaphore::new(IN_FLIGHT)),
+            deleter: None,
         }
     }
 
@@ -411,11 +417,12 @@ impl Netlink {
 
     /// Deletes an interface by name; `false` when it did not exist.
     pub async fn delete_link(&self, name: &str) -> Result<bool, NetlinkError> {
-        let Some(link) = self.link_by_name(name).await? else {
+        let nl = self.deleter.as_deref().unwrap_or(self);
+        let Some(link) = nl.link_by_name(name).await? else {
             return Ok(false);
         };
-        let del = self.handle.link().del(link.index).execute();
-        self.req_tolerating("deleting interface", name, ENODEV, del)
+        let del = nl.handle.link().del(link.index).execute();
+        nl.req_tolerating("deleting interface", name, ENODEV, del)
             .await
     }
 
