@@ -7,8 +7,7 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 use netd_api::{
-    socket_path, AttachRequest, BlockingClient, ClientError, ErrorCode, GcRequest, Network,
-    NetworkInspect,
+    socket_path, AttachRequest, BlockingClient, ClientError, ErrorCode, GcRequest, NetworkInspect,
 };
 use serde_json::Value;
 
@@ -120,14 +119,9 @@ pub fn add(inv: &Invocation<'_>) -> Result<Value, Error> {
         )
     };
     let attached = match client.run(|c| c.attach(&name, &req)) {
-        // First container of the network (it is created from the configuration), or it
-        // differs from the configuration (ensure_network names every difference, code 7).
-        Err(e)
-            if is(
-                &e,
-                &[ErrorCode::NetworkNotFound, ErrorCode::NetworkConflict],
-            ) =>
-        {
+        // First container of the network: create it from the configuration, once. A network
+        // that differs is refused by netd (network_conflict naming every difference: code 7).
+        Err(e) if is(&e, &[ErrorCode::NetworkNotFound]) => {
             ensure_network(&client, &name, &def)?;
             client.run(|c| c.attach(&name, &req))
         }
@@ -146,13 +140,9 @@ pub fn add(inv: &Invocation<'_>) -> Result<Value, Error> {
     ))
 }
 
-/// Returns the network `name`, creating it from `def` when it does not exist; an existing
+/// Makes sure the network `name` exists, creating it from `def` when it does not; an existing
 /// network must agree with every key the configuration sets (code 7 naming the differences).
-pub fn ensure_network(
-    client: &BlockingClient,
-    name: &str,
-    def: &NetworkDef,
-) -> Result<Network, Error> {
+pub fn ensure_network(client: &BlockingClient, name: &str, def: &NetworkDef) -> Result<(), Error> {
     let mut last = None;
     // A racing ADD may create the network between our look-up and our create; the loser
     // re-reads it. Three rounds cover a create/remove race too.
@@ -167,16 +157,16 @@ pub fn ensure_network(
                         diffs.join("; ")
                     )));
                 }
-                return Ok(found);
+                return Ok(());
             }
             Err(e) if is(&e, &[ErrorCode::NetworkNotFound]) => {
                 let req = def.create_request(name);
                 match client.run(|c| c.create_network(&req)) {
-                    Ok(net) => {
+                    Ok(_) => {
                         log::info(&format!(
                             "created network {name} from the CNI configuration"
                         ));
-                        return Ok(net);
+                        return Ok(());
                     }
                     Err(e) if is(&e, &[ErrorCode::NetworkExists]) => last = Some(e),
                     Err(e) => {
@@ -387,7 +377,7 @@ pub fn exhausted(net: &NetworkInspect) -> Option<String> {
 mod tests {
     use super::*;
     use crate::config::{PrevInterface, PrevIp, PrevResult};
-    use netd_api::{Endpoint, Subnet};
+    use netd_api::{Endpoint, Network, Subnet};
     use std::net::IpAddr;
 
     fn net(subnet: &str, gw: &str, range: Option<&str>, used: &[&str]) -> NetworkInspect {

@@ -102,7 +102,7 @@ impl Daemon {
             let diffs = def.differences(&st.net);
             if !diffs.is_empty() {
                 return Err(DaemonError::NetworkConflict(format!(
-                    "network {network} differs from the definition the attach expects: {}",
+                    "network {network} exists with a definition that differs from the expected one: {}",
                     diffs.join("; ")
                 )));
             }
