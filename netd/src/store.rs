@@ -167,6 +167,24 @@ fn lease_key(network: &str, ip: IpAddr) -> String {
 /// network's leases instead.
 const PROBES: usize = 64;
 
+/// The first of `pool`'s round-robin candidates after `last` that `network` has not leased,
+/// looked up one key at a time: the next address is almost always free, so this costs a few
+/// point lookups whatever the population. `None` after [`PROBES`] taken ones in a row (a
+/// crowded stretch: the caller reads the leases once instead).
+fn probe_free(
+    leases: &impl ReadableTable<&'static str, &'static str>,
+    network: &str,
+    pool: &Pool,
+    last: Option<IpAddr>,
+) -> Result<Option<IpAddr>, redb::StorageError> {
+    for ip in pool.candidates(last).take(PROBES) {
+        if leases.get(lease_key(network, ip).as_str())?.is_none() {
+            return Ok(Some(ip));
+        }
+    }
+    Ok(None)
+}
+
 /// Every address `network` has leased.
 fn used_addresses(
     leases: &impl ReadableTable<&'static str, &'static str>,
@@ -420,17 +438,7 @@ impl Store {
                         let last = cursors
                             .get(ckey.as_str())?
                             .and_then(|v| v.value().parse::<IpAddr>().ok());
-                        // Round-robin from the cursor: the next address is almost always free,
-                        // so a few point lookups find it whatever the population; a crowded
-                        // stretch falls back to reading the network's leases once.
-                        let mut found = None;
-                        for ip in pool.candidates(last).take(PROBES) {
-                            if leases.get(lease_key(network, ip).as_str())?.is_none() {
-                                found = Some(ip);
-                                break;
-                            }
-                        }
-                        let ip = match found {
+                        let ip = match probe_free(&leases, network, pool, last)? {
                             Some(ip) => ip,
                             None => {
                                 let used = used_addresses(&leases, network)?;
