@@ -6,6 +6,7 @@ namespaces and cleanup as the benchmarks). Writes results/profile-*.txt."""
 import concurrent.futures as cf
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -25,6 +26,20 @@ def perf_report(data, out, extra=()):
     hdr = [ln for ln in r.stdout.splitlines() if "Samples" in ln]
     open(out, "w").write("\n".join(hdr + lines[:45]) + "\n")
     return hdr
+
+
+def flamegraph(data, svg, title):
+    """Flame graph of a perf recording (inferno, which run.sh --profile installs)."""
+    tools = [shutil.which(t) or os.path.expanduser(f"~/.cargo/bin/{t}")
+             for t in ("inferno-collapse-perf", "inferno-flamegraph")]
+    if not all(os.path.exists(t) for t in tools):
+        print(f"no inferno: {svg} not drawn (cargo install inferno)")
+        return
+    script = subprocess.run(["perf", "script", "-i", data], capture_output=True, text=True)
+    folded = subprocess.run([tools[0]], input=script.stdout, capture_output=True, text=True)
+    graph = subprocess.run([tools[1], "--title", title], input=folded.stdout,
+                           capture_output=True, text=True)
+    open(svg, "w").write(graph.stdout)
 
 
 def attach_perf(pid, fn):
@@ -105,6 +120,8 @@ def cni_profile(high=840):
                         ["--sort", "sym"])
             perf_report(f"{bench.RUN}/add-{tag}.perf", f"{OUT}/profile-add-{tag}-perf-dso.txt",
                         ["--sort", "comm,dso"])
+            flamegraph(f"{bench.RUN}/add-{tag}.perf", f"{OUT}/profile-add-{tag}.svg",
+                       f"netd, 50 CNI ADDs with {nxt[0] - 106} containers")
             # The whole machine too: kernel work an ADD leaves to kworkers (link events, RCU)
             # and the plugin's own exec do not show in netd's profile.
             pa = subprocess.Popen(["perf", "record", "-a", "-g", "-F", "999", "-o",
@@ -166,6 +183,7 @@ def dns_profile():
         perf_report(f"{bench.RUN}/dns.perf", f"{OUT}/profile-dns-perf.txt", ["--sort", "sym"])
         perf_report(f"{bench.RUN}/dns.perf", f"{OUT}/profile-dns-perf-dso.txt",
                     ["--sort", "comm,dso"])
+        flamegraph(f"{bench.RUN}/dns.perf", f"{OUT}/profile-dns.svg", "netd, DNS A queries")
         msg = (f"DNS under perf: {r['qps']} q/s, netd CPU {((c1 - c0) / bench.CLK * 1e6 / r['completed']):.1f}"
                f" us/query")
         open(f"{OUT}/profile-dns-summary.txt", "w").write(msg + "\n")

@@ -44,6 +44,9 @@ main() {
     cleanup  # leftovers of an interrupted run
 
     if [ "${1:-}" = "--profile" ]; then
+        # Flame graphs of the perf recordings (inferno: perf script -> folded -> SVG).
+        command -v inferno-flamegraph >/dev/null || [ -x "$HOME/.cargo/bin/inferno-flamegraph" ] ||
+            cargo install --locked inferno
         /usr/bin/python3 "$here/profile.py"
         return
     fi
