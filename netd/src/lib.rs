@@ -4,6 +4,7 @@
 
 pub mod daemon;
 pub mod failpoint;
+pub mod memory;
 pub mod names;
 pub mod netlink;
 pub mod netns;

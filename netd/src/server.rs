@@ -336,7 +336,16 @@ pub async fn run(
     policy: AccessPolicy,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let app = router(daemon, policy);
+    // Memory freed by a burst of requests goes back to the kernel a second after the burst.
+    let idle = crate::memory::IdleTrim::spawn(std::time::Duration::from_secs(1));
+    let app = router(daemon, policy).layer(middleware::from_fn(move |req: Request, next: Next| {
+        let idle = idle.clone();
+        async move {
+            let resp = next.run(req).await;
+            idle.poke();
+            resp
+        }
+    }));
     info!("API listening");
     axum::serve(
         listener,

@@ -66,8 +66,16 @@ fn init_logs(format: &str) {
 // steps, and on an idle machine every hand-off between threads costs a wake-up (0.15-0.9 ms
 // scheduling delays measured with `perf sched`); store commits and firewall batches go to the
 // blocking pool, interface deletions to a netlink thread of their own.
-#[tokio::main(flavor = "current_thread")]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    netd::memory::one_arena();
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?
+        .block_on(serve())
+}
+
+async fn serve() -> anyhow::Result<()> {
     let args = Args::parse();
     init_logs(&args.log_format);
     let mut cfg = Config::new(&args.state_dir);
