@@ -208,7 +208,7 @@ impl Cni {
         let v = self
             .host
             .client()
-            .run(|c| c.inspect_network(&self.name))
+            .inspect_network(&self.name)
             .expect("inspect");
         serde_json::to_value(v.endpoints)
             .unwrap()
@@ -220,7 +220,7 @@ impl Cni {
     fn network(&self) -> netd_api::Network {
         self.host
             .client()
-            .run(|c| c.inspect_network(&self.name))
+            .inspect_network(&self.name)
             .expect("inspect")
             .network
     }
@@ -553,10 +553,7 @@ fn existing_network_with_another_definition_is_code_7() {
         }],
         ..CreateNetwork::default()
     };
-    cni.host
-        .client()
-        .run(|c| c.create_network(&req))
-        .expect("create");
+    cni.host.client().create_network(&req).expect("create");
     let ns = cni.host.container("clash");
     let msg = cni.add(&ns, "c1").code(7);
     assert!(
@@ -1124,11 +1121,7 @@ fn chain_with_portmap_firewall_tuning_bandwidth() {
     let filter = netd_tests::must(&mut host.ns.cmd(&["iptables-save", "-t", "filter"]));
     assert!(!filter.contains(&format!("-d {}", bare(&addr))), "{filter}");
     assert_eq!(ns.links(), vec!["lo"]);
-    let eps = host
-        .client()
-        .run(|c| c.inspect_network("chained"))
-        .unwrap()
-        .endpoints;
+    let eps = host.client().inspect_network("chained").unwrap().endpoints;
     assert!(eps.is_empty());
 }
 

@@ -78,10 +78,7 @@ fn has_eth0(ns: &Netns) -> bool {
 
 /// No address held by two endpoints, at any moment the store is read.
 fn assert_no_duplicate(h: &Host, network: &str) {
-    let inspect = h
-        .client()
-        .run(|c| c.inspect_network(network))
-        .expect("inspect");
+    let inspect = h.client().inspect_network(network).expect("inspect");
     let mut seen = BTreeSet::new();
     for e in &inspect.endpoints {
         for ip in &e.ips {

@@ -113,7 +113,7 @@ fn two_containers_ping_through_the_bridge() {
     assert!(!c2.ping(&ip1));
     // Disconnect is idempotent at the API level.
     h.client()
-        .run(|c| c.detach("mynet", "web", "eth0"))
+        .detach("mynet", "web", "eth0")
         .expect("repeated detach succeeds");
 
     h.netctl_ok(&["rm", "mynet", "--force"]);
@@ -300,7 +300,7 @@ fn invalid_attachments_are_refused_and_leak_nothing() {
     h.netctl_ok(&["create", "n", "--subnet", "10.70.0.0/24"]);
     let c = h.container("c");
     let client = h.client();
-    let attach = |req: AttachRequest| client.run(|cl| cl.attach("n", &req)).unwrap_err();
+    let attach = |req: AttachRequest| client.attach("n", &req).unwrap_err();
     let base = AttachRequest {
         container_id: "ctr".into(),
         netns: c.path(),
@@ -396,7 +396,7 @@ fn invalid_attachments_are_refused_and_leak_nothing() {
     );
     must(c.cmd(&["ip", "link", "del", "eth0"]));
     // Unknown network.
-    let e = client.run(|cl| cl.attach("nope", &base)).unwrap_err();
+    let e = client.attach("nope", &base).unwrap_err();
     assert_eq!(e.code(), Some(ErrorCode::NetworkNotFound));
     // Nothing leaked: no endpoint, no veth on the bridge; then a good attach gets the first address.
     assert!(endpoints(&h, "n").is_empty());
@@ -415,7 +415,7 @@ fn invalid_attachments_are_refused_and_leak_nothing() {
         expect: Some(matching),
         ..base.clone()
     };
-    let ok = client.run(|cl| cl.attach("n", &expecting)).expect("attach");
+    let ok = client.attach("n", &expecting).expect("attach");
     assert_eq!(ok.endpoint.ips[0].to_string(), "10.70.0.2/24");
     let e = attach(base.clone());
     assert_eq!(e.code(), Some(ErrorCode::EndpointExists));
@@ -540,14 +540,14 @@ fn hundred_parallel_connects_get_distinct_addresses() {
             .map(|(i, c)| {
                 let socket = socket.clone();
                 s.spawn(move || {
-                    let client = netd_api::BlockingClient::new(socket).unwrap();
+                    let client = netd_api::Client::new(socket);
                     let req = AttachRequest {
                         container_id: format!("ctr{i}"),
                         netns: c.path(),
                         name: Some(format!("c{i}")),
                         ..Default::default()
                     };
-                    client.run(|cl| cl.attach("par", &req))
+                    client.attach("par", &req)
                 })
             })
             .collect();
@@ -569,11 +569,9 @@ fn hundred_parallel_connects_get_distinct_addresses() {
         for i in 0..100 {
             let socket = socket.clone();
             s.spawn(move || {
-                let client = netd_api::BlockingClient::new(socket).unwrap();
+                let client = netd_api::Client::new(socket);
                 let cid = format!("ctr{i}");
-                client
-                    .run(|cl| cl.detach("par", &cid, "eth0"))
-                    .expect("detach");
+                client.detach("par", &cid, "eth0").expect("detach");
             });
         }
     });
@@ -693,9 +691,8 @@ fn clients_fail_clearly_without_a_daemon_and_api_errors_are_json() {
     assert_eq!(mode.permissions().mode() & 0o777, 0o600);
     let client = h.client();
     let raw = |m: &str, path: &str, body: &str| {
-        let method = m.parse().unwrap();
         let body = (!body.is_empty()).then(|| body.as_bytes().to_vec());
-        let (status, bytes) = client.run(|c| c.raw(method, path, body)).unwrap();
+        let (status, bytes) = client.raw(m, path, body).unwrap();
         let v: serde_json::Value = serde_json::from_slice(&bytes).expect("JSON error body");
         (status, v["code"].as_str().unwrap_or("").to_string())
     };
@@ -727,13 +724,7 @@ fn clients_fail_clearly_without_a_daemon_and_api_errors_are_json() {
     // A body over the limit is refused (400 with a JSON error, or the connection is cut
     // before the client finishes sending); nothing is created either way.
     let huge = format!("{{\"name\":\"{}\"}}", "a".repeat(3 << 20));
-    match client.run(|c| {
-        c.raw(
-            "POST".parse().unwrap(),
-            "/v1/networks",
-            Some(huge.into_bytes()),
-        )
-    }) {
+    match client.raw("POST", "/v1/networks", Some(huge.into_bytes())) {
         Ok((status, body)) => {
             assert_eq!(status, 400);
             assert!(

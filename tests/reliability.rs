@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use netd_api::{AttachRequest, BlockingClient, ErrorCode};
+use netd_api::{AttachRequest, Client, ErrorCode};
 use netd_tests::{must, run, Host, Netns};
 
 fn attach_req(cid: &str, ns: &Netns) -> AttachRequest {
@@ -104,9 +104,7 @@ fn sigkill_under_load_keeps_every_invariant() {
             let stop = stop.clone();
             let socket = socket.clone();
             s.spawn(move || {
-                let client = BlockingClient::new(socket)
-                    .unwrap()
-                    .with_timeout(Duration::from_secs(5));
+                let client = Client::new(socket).with_timeout(Duration::from_secs(5));
                 let mut i = 0usize;
                 while !stop.load(Ordering::Relaxed) {
                     let ns = &mine[i % mine.len()];
@@ -168,7 +166,7 @@ fn two_hundred_parallel_attaches_across_four_networks() {
                     let socket = socket.clone();
                     let ns = &containers[i % 50];
                     s.spawn(move || {
-                        let client = BlockingClient::new(socket).unwrap();
+                        let client = Client::new(socket);
                         let req = AttachRequest {
                             container_id: format!("c{}", i % 50),
                             netns: ns.path(),
@@ -193,7 +191,7 @@ fn two_hundred_parallel_attaches_across_four_networks() {
                 .map(|i| {
                     let socket = socket.clone();
                     s.spawn(move || {
-                        let client = BlockingClient::new(socket).unwrap();
+                        let client = Client::new(socket);
                         let (net, cid, ifn) = (
                             format!("n{}", i / 50),
                             format!("c{}", i % 50),

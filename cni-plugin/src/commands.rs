@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 use netd_api::{
-    socket_path, AttachRequest, BlockingClient, ClientError, ErrorCode, GcRequest, NetworkInspect,
+    socket_path, AttachRequest, Client, ClientError, ErrorCode, GcRequest, NetworkInspect,
 };
 use serde_json::Value;
 
@@ -41,13 +41,10 @@ fn netd_err(verb: Verb, doing: String, source: ClientError) -> Error {
     }
 }
 
-fn client(conf: &Object, timeout: Option<Duration>) -> Result<BlockingClient, Error> {
+fn client(conf: &Object, timeout: Option<Duration>) -> Result<Client, Error> {
     let socket = socket_path(config::socket(conf)?.as_deref());
     log::debug(&format!("using netd socket {}", socket.display()));
-    let c = BlockingClient::new(socket).map_err(|source| Error::Io {
-        doing: "starting the netd client runtime",
-        source,
-    })?;
+    let c = Client::new(socket);
     Ok(match timeout {
         Some(t) => c.with_timeout(t),
         None => c,
@@ -118,12 +115,12 @@ pub fn add(inv: &Invocation<'_>) -> Result<Value, Error> {
             env.container_id, env.ifname
         )
     };
-    let attached = match client.run(|c| c.attach(&name, &req)) {
+    let attached = match client.attach(&name, &req) {
         // First container of the network: create it from the configuration, once. A network
         // that differs is refused by netd (network_conflict naming every difference: code 7).
         Err(e) if is(&e, &[ErrorCode::NetworkNotFound]) => {
             ensure_network(&client, &name, &def)?;
-            client.run(|c| c.attach(&name, &req))
+            client.attach(&name, &req)
         }
         other => other,
     }
@@ -142,7 +139,7 @@ pub fn add(inv: &Invocation<'_>) -> Result<Value, Error> {
 
 /// Makes sure the network `name` exists, creating it from `def` when it does not; an existing
 /// network must agree with every key the configuration sets (code 7 naming the differences).
-pub fn ensure_network(client: &BlockingClient, name: &str, def: &NetworkDef) -> Result<(), Error> {
+pub fn ensure_network(client: &Client, name: &str, def: &NetworkDef) -> Result<(), Error> {
     let mut last = None;
     // A racing ADD may create the network between our look-up and our create; the loser
     // re-reads it. Three rounds cover a create/remove race too.
@@ -161,7 +158,7 @@ pub fn ensure_network(client: &BlockingClient, name: &str, def: &NetworkDef) -> 
             }
             Err(e) if is(&e, &[ErrorCode::NetworkNotFound]) => {
                 let req = def.create_request(name);
-                match client.run(|c| c.create_network(&req)) {
+                match client.create_network(&req) {
                     Ok(_) => {
                         log::info(&format!(
                             "created network {name} from the CNI configuration"
@@ -201,7 +198,7 @@ pub fn del(inv: &Invocation<'_>) -> Result<(), Error> {
         return Ok(());
     }
     let client = client(conf, None)?;
-    match client.run(|c| c.detach(&name, &env.container_id, &env.ifname)) {
+    match client.detach(&name, &env.container_id, &env.ifname) {
         Ok(()) => Ok(()),
         Err(e)
             if is(
@@ -237,7 +234,7 @@ pub fn check(inv: &Invocation<'_>) -> Result<(), Error> {
         env.container_id, env.ifname
     );
     let ep = client
-        .run(|c| c.check(&name, &env.container_id, &env.ifname))
+        .check(&name, &env.container_id, &env.ifname)
         .map_err(|e| {
             if is(
                 &e,
@@ -306,7 +303,7 @@ pub fn gc(inv: &Invocation<'_>) -> Result<(), Error> {
     }
     let client = client(conf, None)?;
     let req = GcRequest { valid };
-    match client.run(|c| c.gc(&name, &req)) {
+    match client.gc(&name, &req) {
         Ok(r) => {
             for a in &r.released {
                 log::info(&format!(
@@ -340,14 +337,14 @@ pub fn status(inv: &Invocation<'_>) -> Result<(), Error> {
     let name = config::network_name(conf)?;
     let client = client(conf, Some(STATUS_TIMEOUT))?;
     client
-        .run(|c| c.status())
+        .status()
         .map_err(|e| netd_err(Verb::Status, "asking netd for its status".into(), e))?;
     if !config::valid_network_name(&name) {
         return Err(Error::InvalidConfig(format!(
             "network name {name:?} is not valid for netd"
         )));
     }
-    match client.run(|c| c.inspect_network(&name)) {
+    match client.inspect_network(&name) {
         Ok(found) => match exhausted(&found) {
             Some(msg) => Err(Error::NotAvailable(msg)),
             None => Ok(()),

@@ -8,7 +8,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use netd_api::BlockingClient;
+use netd_api::Client;
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
@@ -433,7 +433,7 @@ impl Host {
             .expect("spawning netd");
         self.child = Some(child);
         let client = self.client();
-        let up = wait_for(Duration::from_secs(20), || client.run(|c| c.status()).ok());
+        let up = wait_for(Duration::from_secs(20), || client.status().ok());
         if up.is_none() {
             panic!("netd did not come up:\n{}", self.log());
         }
@@ -446,7 +446,7 @@ impl Host {
     pub fn assert_consistent(&self, network: &str) -> Vec<netd_api::Endpoint> {
         let client = self.client();
         let inspect = client
-            .run(|c| c.inspect_network(network))
+            .inspect_network(network)
             .unwrap_or_else(|e| panic!("inspect {network}: {e}"));
         let mut seen = std::collections::BTreeSet::new();
         let mut want_leases = std::collections::BTreeSet::new();
@@ -459,7 +459,7 @@ impl Host {
                 );
                 want_leases.insert((ip.addr(), format!("{}/{}", e.container_id, e.ifname)));
             }
-            if let Err(err) = client.run(|c| c.check(network, &e.container_id, &e.ifname)) {
+            if let Err(err) = client.check(network, &e.container_id, &e.ifname) {
                 panic!(
                     "endpoint {}/{} fails CHECK: {err}",
                     e.container_id, e.ifname
@@ -535,8 +535,8 @@ impl Host {
     }
 
     /// A blocking API client.
-    pub fn client(&self) -> BlockingClient {
-        BlockingClient::new(self.socket()).expect("client runtime")
+    pub fn client(&self) -> Client {
+        Client::new(self.socket())
     }
 
     /// A `netctl` command talking to this daemon.

@@ -6,6 +6,6 @@ pub mod client;
 pub mod expect;
 pub mod types;
 
-pub use client::{socket_path, BlockingClient, Client, ClientError, DEFAULT_SOCKET, SOCKET_ENV};
+pub use client::{socket_path, Client, ClientError, DEFAULT_SOCKET, SOCKET_ENV};
 pub use expect::NetworkDef;
 pub use types::*;

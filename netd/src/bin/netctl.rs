@@ -7,9 +7,7 @@ use std::path::PathBuf;
 use anyhow::{anyhow, bail, Result};
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use ipnet::IpNet;
-use netd_api::{
-    AttachRequest, BlockingClient, CreateNetwork, NetworkInspect, PortMapping, SubnetRequest,
-};
+use netd_api::{AttachRequest, Client, CreateNetwork, NetworkInspect, PortMapping, SubnetRequest};
 
 /// Manage netd container networks.
 #[derive(Parser, Debug)]
@@ -306,12 +304,12 @@ fn run(cli: Cli) -> Result<()> {
         return Ok(());
     }
     let socket = netd_api::socket_path(cli.socket.as_deref());
-    let c = BlockingClient::new(socket)?;
+    let c = Client::new(socket);
     let json = cli.format == Format::Json;
     match cli.cmd {
         Cmd::Create(a) => {
             let req = build_create(a)?;
-            let net = c.run(|c| c.create_network(&req))?;
+            let net = c.create_network(&req)?;
             if json {
                 print_json(&net)?;
             } else {
@@ -319,7 +317,7 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Cmd::Ls => {
-            let nets = c.run(|c| c.list_networks())?;
+            let nets = c.list_networks()?;
             if json {
                 return print_json(&nets);
             }
@@ -351,7 +349,7 @@ fn run(cli: Cli) -> Result<()> {
             print!("{}", table(rows));
         }
         Cmd::Inspect { name } => {
-            let n = c.run(|c| c.inspect_network(&name))?;
+            let n = c.inspect_network(&name)?;
             if json {
                 print_json(&n)?;
             } else {
@@ -361,7 +359,7 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Rm { names, force } => {
             let mut failed = false;
             for name in names {
-                match c.run(|c| c.remove_network(&name, force)) {
+                match c.remove_network(&name, force) {
                     Ok(()) => println!("{name}"),
                     Err(e) => {
                         eprintln!("netctl: removing network {name}: {e}");
@@ -374,9 +372,9 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Cmd::Prune => {
-            for n in c.run(|c| c.list_networks())? {
+            for n in c.list_networks()? {
                 if n.endpoints == 0 {
-                    c.run(|c| c.remove_network(&n.network.name, false))?;
+                    c.remove_network(&n.network.name, false)?;
                     println!("{}", n.network.name);
                 }
             }
@@ -404,7 +402,7 @@ fn run(cli: Cli) -> Result<()> {
                 labels: Default::default(),
                 expect: None,
             };
-            let res = c.run(|c| c.attach(&a.network, &req))?;
+            let res = c.attach(&a.network, &req)?;
             if json {
                 print_json(&res)?;
             } else {
@@ -419,7 +417,7 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Cmd::Disconnect(a) => {
-            let n = c.run(|c| c.inspect_network(&a.network))?;
+            let n = c.inspect_network(&a.network)?;
             let targets: Vec<_> = n
                 .endpoints
                 .iter()
@@ -436,12 +434,12 @@ fn run(cli: Cli) -> Result<()> {
                 bail!("no matching endpoint on network {}", a.network);
             }
             for e in targets {
-                c.run(|c| c.detach(&a.network, &e.container_id, &e.ifname))?;
+                c.detach(&a.network, &e.container_id, &e.ifname)?;
                 println!("{} {}", e.container_id, e.ifname);
             }
         }
         Cmd::Status => {
-            let s = c.run(|c| c.status())?;
+            let s = c.status()?;
             if json {
                 print_json(&s)?;
             } else {
