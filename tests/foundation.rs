@@ -63,15 +63,26 @@ fn two_containers_ping_through_the_bridge() {
         routes.contains("default via 10.88.0.1 dev eth0"),
         "{routes}"
     );
-    // On an IPv4-only network the container end has no IPv6 (as with Docker): no link-local
-    // address, router solicitations or MLD reports flooded to every port.
-    let sysctl = c1.exec(&["cat", "/proc/sys/net/ipv6/conf/eth0/disable_ipv6"]);
-    assert_eq!(String::from_utf8_lossy(&sysctl.stdout).trim(), "1");
+    // On an IPv4-only network the container end has no IPv6 address (addrgenmode none): no
+    // link-local address, so no DAD probes, router solicitations or MLD reports flooded to
+    // every port. A new interface with a link-local address sends its MLD report at once.
+    let link = String::from_utf8_lossy(&c1.exec(&["ip", "-d", "link", "show", "eth0"]).stdout)
+        .into_owned();
+    assert!(link.contains("addrgenmode none"), "{link}");
     assert!(
         !String::from_utf8_lossy(&c1.exec(&["ip", "-6", "addr", "show", "dev", "eth0"]).stdout)
             .contains("inet6"),
         "no IPv6 address in a container of an IPv4-only network"
     );
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    for c in [&c1, &c2] {
+        let tx = c.exec(&["cat", "/sys/class/net/eth0/statistics/tx_packets"]);
+        assert_eq!(
+            String::from_utf8_lossy(&tx.stdout).trim(),
+            "0",
+            "a fresh container end of an IPv4-only network stays silent"
+        );
+    }
     // netd acts inside containers from pool threads that return home after each job: none
     // may stay in a container's namespace (that would keep it, and its veth, alive).
     for c in [&c1, &c2] {

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use netd_tests::{must, outside, wait_for, Host};
+use netd_tests::{must, outside, wait_for, Host, Netns};
 
 fn ip_of(h: &Host, net: &str, name: &str) -> String {
     let v = h.netctl_json(&["inspect", net]);
@@ -284,4 +284,107 @@ fn snat_to_a_fixed_host_address() {
     );
     let o = h.netctl(&["create", "bad", "--internal", "--snat", "203.0.113.5"]);
     assert!(!o.status.success());
+}
+
+/// Sends one router advertisement (default router, prefix `prefix::/64` for SLAAC) to all
+/// nodes on `ifname`, from inside `ns`.
+fn send_ra(ns: &Netns, ifname: &str, prefix: [u8; 8]) {
+    let ifname = std::ffi::CString::new(ifname).unwrap();
+    ns.thread(move || {
+        let mut ra = vec![134u8, 0, 0, 0, 64, 0];
+        ra.extend(1800u16.to_be_bytes()); // router lifetime
+        ra.extend([0; 8]); // reachable time, retransmission timer
+        ra.extend([3, 4, 64, 0xc0]); // prefix information: on-link, autonomous
+        ra.extend(3600u32.to_be_bytes());
+        ra.extend(3600u32.to_be_bytes());
+        ra.extend([0; 4]);
+        ra.extend(prefix);
+        ra.extend([0; 8]);
+        // SAFETY: plain socket calls on a socket this closure owns; every pointer refers to a
+        // live local of the size passed.
+        unsafe {
+            let fd = libc::socket(libc::AF_INET6, libc::SOCK_RAW, libc::IPPROTO_ICMPV6);
+            assert!(
+                fd >= 0,
+                "raw ICMPv6 socket: {}",
+                std::io::Error::last_os_error()
+            );
+            let hops: libc::c_int = 255; // receivers drop neighbour discovery from farther away
+            let rc = libc::setsockopt(
+                fd,
+                libc::IPPROTO_IPV6,
+                libc::IPV6_MULTICAST_HOPS,
+                (&hops as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+            assert_eq!(rc, 0);
+            let mut dst: libc::sockaddr_in6 = std::mem::zeroed();
+            dst.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+            dst.sin6_addr.s6_addr = "ff02::1".parse::<std::net::Ipv6Addr>().unwrap().octets();
+            dst.sin6_scope_id = libc::if_nametoindex(ifname.as_ptr());
+            let n = libc::sendto(
+                fd,
+                ra.as_ptr().cast(),
+                ra.len(),
+                0,
+                (&dst as *const libc::sockaddr_in6).cast(),
+                std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t,
+            );
+            let err = std::io::Error::last_os_error();
+            libc::close(fd);
+            assert_eq!(n, ra.len() as isize, "sending the RA: {err}");
+        }
+    })
+    .join()
+    .unwrap();
+}
+
+/// Waits until `ifname` in `ns` has a usable (non-tentative) link-local address.
+fn wait_link_local(ns: &Netns, ifname: &str) {
+    let ok = wait_for(Duration::from_secs(10), || {
+        let out = ns.exec(&["ip", "-6", "addr", "show", "dev", ifname, "scope", "link"]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        (text.contains("inet6") && !text.contains("tentative")).then_some(())
+    });
+    assert!(ok.is_some(), "no link-local address on {ifname}");
+}
+
+#[test]
+fn router_advertisements_from_containers_are_dropped() {
+    let h = Host::start();
+    h.netctl_ok(&[
+        "create",
+        "ra",
+        "--subnet",
+        "10.98.0.0/24",
+        "--subnet",
+        "fd00:98::/64",
+    ]);
+    let (c1, c2) = (h.container("c1"), h.container("c2"));
+    h.netctl_ok(&["connect", "ra", "--netns", &c1.path(), "--name", "one"]);
+    h.netctl_ok(&["connect", "ra", "--netns", &c2.path(), "--name", "two"]);
+    wait_link_local(&c1, "eth0");
+    wait_link_local(&c2, "eth0");
+    let slaac = |c: &Netns, prefix: &str| {
+        let addrs = String::from_utf8_lossy(&c.exec(&["ip", "-6", "addr"]).stdout).into_owned();
+        let routes = String::from_utf8_lossy(&c.exec(&["ip", "-6", "route"]).stdout).into_owned();
+        (addrs.contains(prefix) || routes.contains("proto ra")).then_some(())
+    };
+    // A container advertising itself as a router: its neighbour must not learn a route or an
+    // address from it (it would hand the neighbour's traffic to it).
+    for _ in 0..3 {
+        send_ra(&c1, "eth0", [0x20, 0x01, 0x0d, 0xb8, 0, 0x66, 0, 0]);
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert!(
+        slaac(&c2, "2001:db8:66:").is_none(),
+        "c2 accepted a container's router advertisement"
+    );
+    // The same advertisement from the gateway side reaches c2 and is accepted: the packet is
+    // valid and c2 listens, so only the guard stopped the first one.
+    send_ra(&h.ns, "nd-ra", [0x20, 0x01, 0x0d, 0xb8, 0, 0x67, 0, 0]);
+    assert!(
+        wait_for(Duration::from_secs(5), || slaac(&c2, "2001:db8:67:")).is_some(),
+        "c2 ignored a router advertisement from the bridge"
+    );
 }

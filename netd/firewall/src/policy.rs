@@ -215,6 +215,8 @@ pub enum Match {
     L4Proto(u8),
     /// `th dport <port>`
     ThDport(u16),
+    /// `icmpv6 type <t>` (after `meta l4proto ipv6-icmp`)
+    Icmp6Type(u8),
     /// `ip[6] saddr <prefix>`
     Saddr(IpNet),
     /// `ip[6] daddr <addr>`
@@ -428,6 +430,10 @@ pub const NO_ICC: &str = "no_icc";
 const ETH_P_IP: u16 = 0x0800;
 const ETH_P_ARP: u16 = 0x0806;
 const ETH_P_IPV6: u16 = 0x86dd;
+/// ICMPv6 router advertisement.
+const ND_ROUTER_ADVERT: u8 = 134;
+/// ICMPv6 redirect.
+const ND_REDIRECT: u8 = 137;
 const CT_INVALID: u32 = 1;
 const CT_ESTABLISHED: u32 = 2;
 const CT_RELATED: u32 = 4;
@@ -655,6 +661,26 @@ fn bridge_chains() -> Vec<ChainSpec> {
                         in_set(vec![IifName, Ip4Saddr], ALLOW4, false),
                     ],
                     Action::Accept,
+                ),
+                // RA guard: a container is never a router on netd's networks. Its router
+                // advertisements or redirects would give its neighbours a default route through
+                // it (and addresses on IPv4-only networks, whose container ends keep IPv6 on
+                // without any address).
+                rule(
+                    vec![
+                        Match::EtherType(ETH_P_IPV6),
+                        Match::L4Proto(IPPROTO_ICMPV6),
+                        Match::Icmp6Type(ND_ROUTER_ADVERT),
+                    ],
+                    Action::Drop,
+                ),
+                rule(
+                    vec![
+                        Match::EtherType(ETH_P_IPV6),
+                        Match::L4Proto(IPPROTO_ICMPV6),
+                        Match::Icmp6Type(ND_REDIRECT),
+                    ],
+                    Action::Drop,
                 ),
                 rule(
                     vec![
@@ -1389,6 +1415,11 @@ mod tests {
                     Match::Saddr(_) | Match::Daddr(_) => {
                         assert!(guarded, "unguarded {m:?} in {chain}: {r:?}")
                     }
+                    // A transport-header byte means something only for its protocol.
+                    Match::Icmp6Type(_) => assert!(
+                        r.matches.contains(&Match::L4Proto(IPPROTO_ICMPV6)),
+                        "icmpv6 type without l4proto in {chain}: {r:?}"
+                    ),
                     _ => {}
                 }
             }

@@ -355,6 +355,10 @@ fn render_match(m: &Match) -> Vec<RawExpr> {
             payload(NFT_PAYLOAD_TH, 2, 2, NFT_REG32_00),
             cmp(NFT_CMP_EQ, p.to_be_bytes().to_vec()),
         ],
+        Match::Icmp6Type(t) => vec![
+            payload(NFT_PAYLOAD_TH, 0, 1, NFT_REG32_00),
+            cmp(NFT_CMP_EQ, vec![*t]),
+        ],
         Match::Saddr(net) => prefix_match(12, 8, net),
         Match::Daddr(ip) => {
             let net = IpNet::from(*ip);

@@ -271,21 +271,22 @@ impl Daemon {
             Ok::<_, DaemonError>(())
         };
         let container_side = async {
-            if v4_only {
-                // On an IPv4-only network the container end gets no IPv6 either (as Docker
-                // does): otherwise every new interface sends MLD reports and router
-                // solicitations that the bridge floods to every port, a cost that grows with
-                // each container.
-                let name = ifname.to_string();
-                ns.run(move || crate::netlink::disable_ipv6(&name))??;
-            }
-            let inner =
-                cont.link_by_name(ifname)
-                    .await?
-                    .ok_or_else(|| DaemonError::CheckFailed {
-                        what: format!("{ifname} in {}", ns.path().display()),
-                        problem: "interface vanished right after creation".into(),
-                    })?;
+            // On an IPv4-only network the container end gets no IPv6 address either: otherwise
+            // every new interface sends MLD reports, router solicitations and DAD probes that
+            // the bridge floods to every port, a cost that grows with each container. The
+            // bridge's RA guard keeps a neighbour from handing it addresses later.
+            let quiet = async {
+                if v4_only {
+                    cont.no_link_local(ifname).await?;
+                }
+                Ok::<_, DaemonError>(())
+            };
+            let (quiet, inner) = tokio::join!(quiet, cont.link_by_name(ifname));
+            quiet?;
+            let inner = inner?.ok_or_else(|| DaemonError::CheckFailed {
+                what: format!("{ifname} in {}", ns.path().display()),
+                problem: "interface vanished right after creation".into(),
+            })?;
             let (up, lo) = tokio::join!(cont.set_up(inner.index, ifname), cont.set_up(1, "lo"));
             up?;
             lo?;

@@ -11,8 +11,8 @@ use futures::TryStreamExt;
 use ipnet::IpNet;
 use netlink_packet_route::address::{AddressAttribute, AddressFlags};
 use netlink_packet_route::link::{
-    InfoData, InfoKind, InfoPortKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo as NlLinkInfo,
-    LinkMessage,
+    AfSpecInet6, AfSpecUnspec, In6AddrGenMode, InfoData, InfoKind, InfoPortKind, InfoVeth,
+    LinkAttribute, LinkFlags, LinkInfo as NlLinkInfo, LinkMessage,
 };
 use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteMessage, RouteType};
 use rtnetlink::{
@@ -303,6 +303,25 @@ impl Netlink {
         let msg = LinkUnspec::new_with_index(index).up().build();
         self.req("setting up", name, self.handle.link().set(msg).execute())
             .await
+    }
+
+    /// Keeps an interface from generating an IPv6 link-local address (`addrgenmode none`),
+    /// addressed by name; must precede the first "up". Without an address it sends no
+    /// duplicate-address probes, router solicitations or MLD reports: IPv6 stays quiet without
+    /// the `/proc/sys/net/ipv6/conf/<ifname>` write, whose lookup walks a hash chain as long as
+    /// the machine's count of namespaces holding an interface of that name.
+    pub async fn no_link_local(&self, name: &str) -> Result<(), NetlinkError> {
+        let msg = LinkUnspec::new_with_name(name)
+            .append_extra_attribute(LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet6(
+                vec![AfSpecInet6::AddrGenMode(In6AddrGenMode::None)],
+            )]))
+            .build();
+        self.req(
+            "turning off IPv6 address generation",
+            name,
+            self.handle.link().set(msg).execute(),
+        )
+        .await
     }
 
     /// Sets a bridge port up with hairpin mode on, in one request addressed by name (so the
