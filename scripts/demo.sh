@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/install-deps.sh
-cargo build --workspace --bins
+cargo build --bins
 BIN=$PWD/target/debug
 tag=netd-demo-$$
 work=$(mktemp -d)

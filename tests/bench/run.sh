@@ -36,7 +36,7 @@ main() {
         DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
     fi
 
-    (cd "$root" && CARGO_TARGET_DIR="${NDB_TARGET%/release}" cargo build --release --workspace --bins)
+    (cd "$root" && CARGO_TARGET_DIR="${NDB_TARGET%/release}" cargo build --release --bins)
     NDB_NETD_CNI="$(cd "$root" && CARGO_TARGET_DIR="${NDB_TARGET%/release}" scripts/build-cni-plugin.sh)"
     export NDB_NETD_CNI
 
