@@ -4,7 +4,7 @@
 //! glibc gives every thread that allocates its own arena (up to 8 per core); netd's short-lived
 //! blocking-pool threads each left one behind with ~0.9 MiB touched, and a burst of attaches
 //! and detaches leaves free pages inside the heap that glibc only returns on `malloc_trim`.
-//! Measured with 1,000 endpoints: anonymous memory 6.4 → 4.1 MiB (docs/benchmarks.md).
+//! Measured with 1,000 endpoints: anonymous memory 6.4 → 4.2 MiB (docs/benchmarks.md).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
