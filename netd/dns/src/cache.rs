@@ -142,7 +142,13 @@ impl Cache {
     /// A cache holding at most `entries` answers; 0 disables caching.
     pub(crate) fn new(entries: usize) -> Self {
         Self {
-            inner: NonZeroUsize::new(entries).map(|n| Mutex::new(LruCache::new(n))),
+            // `LruCache::new` reserves its whole table up front (~270 KiB of heap for the
+            // default 10,000 entries); grown on demand, a lightly used cache costs what it holds.
+            inner: NonZeroUsize::new(entries).map(|n| {
+                let mut lru = LruCache::unbounded();
+                lru.resize(n);
+                Mutex::new(lru)
+            }),
         }
     }
 

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use imbl::{HashMap, OrdMap};
+use imbl::OrdMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
@@ -48,11 +48,14 @@ pub(crate) struct NetRecords {
     /// is stored: `name.<network>` and `name.<domain>` are found by stripping the suffix at
     /// lookup, and addresses are read from the endpoints, so a name costs one entry (storing
     /// every form with its addresses cost ~2 KiB of memory per name).
-    holders: HashMap<Arc<str>, Vec<Arc<str>>>,
+    ///
+    /// Every index is a B-tree (`OrdMap`), not imbl's hash trie, whose nodes reserve all 32
+    /// slots however few they hold: measured with 1,000 endpoints, netd's heap 3.7 -> 3.2 MiB.
+    holders: OrdMap<Arc<str>, Vec<Arc<str>>>,
     /// Address -> PTR target (`name.network.`).
-    ptr: HashMap<IpAddr, Name>,
+    ptr: OrdMap<IpAddr, Name>,
     /// Address -> keys of the endpoints holding it.
-    by_ip: HashMap<IpAddr, Vec<Arc<str>>>,
+    by_ip: OrdMap<IpAddr, Vec<Arc<str>>>,
 }
 
 /// Lowercases a name and strips one trailing dot, the form every index key uses.
@@ -111,9 +114,9 @@ impl NetRecords {
             upstreams: net.upstreams.clone(),
             internal: net.internal,
             endpoints: OrdMap::new(),
-            holders: HashMap::new(),
-            ptr: HashMap::new(),
-            by_ip: HashMap::new(),
+            holders: OrdMap::new(),
+            ptr: OrdMap::new(),
+            by_ip: OrdMap::new(),
         };
         this.reindex();
         this
@@ -229,9 +232,9 @@ impl NetRecords {
     /// Rebuilds every index from `endpoints` from scratch: O(endpoints). The incremental
     /// updates must always agree with it (checked by a property test).
     fn reindex(&mut self) {
-        self.holders = HashMap::new();
-        self.ptr = HashMap::new();
-        self.by_ip = HashMap::new();
+        self.holders = OrdMap::new();
+        self.ptr = OrdMap::new();
+        self.by_ip = OrdMap::new();
         let eps: Vec<(Arc<str>, EndpointDns)> = self
             .endpoints
             .iter()
