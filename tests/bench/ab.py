@@ -1,0 +1,98 @@
+#!/usr/bin/python3
+"""A/B of two netd builds: CNI ADD latency through the plugin, alternating A B B A ... in one run.
+
+Usage (root): tests/bench/ab.py OLD_NETD NEW_NETD [--n 300] [--gap-ms 25] [--plugin PATH]
+
+Each build gets its own host namespace (ndb-a-h, ndb-b-h) and its own containers; ADDs
+alternate between them (order flipped every container), once back to back and once with an
+idle gap before every ADD (how an interleaved benchmark or a real host calls netd), each pass on
+fresh container namespaces. Prints p50/p90 per build and pass, first and second half. This is
+how every "measured before -> after" row of docs/benchmarks.md since the third round was taken.
+Everything it creates is removed on exit (bench.py's namespaces are all named ndb-*).
+"""
+import argparse
+import concurrent.futures as cf
+import os
+import shutil
+import statistics
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bench  # noqa: E402
+
+
+class Build(bench.Netd):
+    """A netd instance running a given binary."""
+
+    def __init__(self, tag, binary):
+        super().__init__()
+        self.name, self.short, self.binary = f"netd-{tag}", tag, binary
+        self.host = f"ndb-{tag}-h"
+        self.subnet = "10.70.0.0/16" if tag == "a" else "10.71.0.0/16"
+
+    def start(self):
+        # bench.start_netd runs bench.NETD: point it at this build for the start.
+        saved, bench.NETD = bench.NETD, self.binary
+        try:
+            super().start()
+        finally:
+            bench.NETD = saved
+
+
+def run_pass(builds, pools, n, gap, offset):
+    times = {b.name: [] for b in builds}
+    for i in range(offset + 1, offset + n + 1):
+        order = builds if i % 2 else builds[::-1]
+        for b in order:
+            if gap:
+                time.sleep(gap)
+            times[b.name].append(pools[b.name].submit(b.add, i, False).result())
+    return times
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("old")
+    ap.add_argument("new")
+    ap.add_argument("--n", type=int, default=300)
+    ap.add_argument("--gap-ms", type=float, default=25.0)
+    ap.add_argument("--plugin", default=bench.NETD_CNI)
+    a = ap.parse_args()
+    bench.NETD_CNI = a.plugin
+    builds = [Build("a", a.old), Build("b", a.new)]
+    hosts = [b.host for b in builds]
+    cns = [b.cns(i) for b in builds for i in range(1, 2 * a.n + 1)]
+    pools = {}
+    try:
+        bench.netns_add_many(hosts + cns)
+        for b in builds:
+            b.start()
+            pools[b.name] = cf.ThreadPoolExecutor(1, initializer=bench.enter_netns,
+                                                  initargs=(b.host,))
+        bench.settle("ab")
+        passes = {"back to back": run_pass(builds, pools, a.n, 0, 0),
+                  f"{a.gap_ms:g} ms gaps": run_pass(builds, pools, a.n, a.gap_ms / 1e3, a.n)}
+        for title, times in passes.items():
+            print(f"{title} ({a.n} ADDs each, ms: p50 all / first half / second half, p90)")
+            for b in builds:
+                t = [x * 1e3 for x in times[b.name]]
+                h = len(t) // 2
+                print(f"  {b.name} {os.path.basename(b.binary):16} {statistics.median(t):6.2f}"
+                      f" / {statistics.median(t[:h]):6.2f} / {statistics.median(t[h:]):6.2f}"
+                      f"  p90 {bench.pct(t, 90):6.2f}")
+    finally:
+        for p in pools.values():
+            p.shutdown()
+        for b in builds:
+            b.stop()
+        for ns in hosts:
+            bench.kill_netns_procs(ns)
+        bench.netns_del_many(hosts + cns)
+        for b in builds:
+            shutil.rmtree(f"{bench.STATE}/{b.short}", ignore_errors=True)
+            shutil.rmtree(f"{bench.RUN}/{b.short}", ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
