@@ -73,6 +73,9 @@ pub(crate) fn poll_readable(fd: i32, timeout_ms: i32) -> io::Result<bool> {
 /// An 8-byte aligned receive buffer (netlink headers must be aligned).
 pub(crate) struct AlignedBuf(Vec<u64>);
 
+/// Receive buffer for batch acknowledgements: one page holds any single ack or error.
+const ACK_BUF_BYTES: usize = 8192;
+
 impl AlignedBuf {
     pub(crate) fn new(bytes: usize) -> Self {
         AlignedBuf(vec![0u64; bytes.div_ceil(8)])
@@ -165,7 +168,10 @@ impl NlSocket {
         let mut pending: std::collections::BTreeSet<u32> =
             rendered.batch.sequence_numbers().collect();
         let mut errors = Vec::new();
-        let mut buf = AlignedBuf::new(256 * 1024);
+        // Each acknowledgement is its own datagram of a few dozen bytes (NETLINK_CAP_ACK: an
+        // error carries only the failing header); a 256 KiB buffer here cost a zeroed
+        // allocation on every attach.
+        let mut buf = AlignedBuf::new(ACK_BUF_BYTES);
         let portid = self.portid();
         while !pending.is_empty() {
             let timeout = if errors.is_empty() {
