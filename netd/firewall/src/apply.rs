@@ -31,6 +31,9 @@ const RECV_TIMEOUT_MS: i32 = 10_000;
 /// After the first error the kernel may stop acknowledging the rest of an aborted batch.
 const DRAIN_TIMEOUT_MS: i32 = 200;
 
+/// Receive buffer for batch acknowledgements: two pages hold any single ack or error.
+const ACK_BUF_BYTES: usize = 8192;
+
 fn setsockopt_int(fd: i32, level: i32, opt: i32, val: i32) -> io::Result<()> {
     // SAFETY: valid fd, pointer to a live int of the advertised size.
     let r = unsafe {
@@ -72,9 +75,6 @@ pub(crate) fn poll_readable(fd: i32, timeout_ms: i32) -> io::Result<bool> {
 
 /// An 8-byte aligned receive buffer (netlink headers must be aligned).
 pub(crate) struct AlignedBuf(Vec<u64>);
-
-/// Receive buffer for batch acknowledgements: one page holds any single ack or error.
-const ACK_BUF_BYTES: usize = 8192;
 
 impl AlignedBuf {
     pub(crate) fn new(bytes: usize) -> Self {
