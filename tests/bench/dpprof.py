@@ -5,7 +5,7 @@ netd and on the reference bridge, each under a whole-machine `perf record`, one 
 Usage (root): tests/bench/dpprof.py [c2c|nat] [--secs 5] [--reps 3]
 Same namespaces (ndb-*) and cleanup as bench.py's datapath section. Prints each system's
 throughput and the kernel symbols that differ most between the two profiles (share of all
-samples), and writes results/profile-datapath-{netd,ref}.txt.
+samples), and writes results/profile-datapath-CASE-{netd,ref}.txt.
 """
 import argparse
 import concurrent.futures as cf
