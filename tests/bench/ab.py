@@ -31,14 +31,6 @@ class Build(bench.Netd):
         self.host = f"ndb-{tag}-h"
         self.subnet = "10.70.0.0/16" if tag == "a" else "10.71.0.0/16"
 
-    def start(self):
-        # bench.start_netd runs bench.NETD: point it at this build for the start.
-        saved, bench.NETD = bench.NETD, self.binary
-        try:
-            super().start()
-        finally:
-            bench.NETD = saved
-
 
 def run_pass(builds, pools, n, gap, offset):
     times = {b.name: [] for b in builds}

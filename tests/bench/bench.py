@@ -254,7 +254,7 @@ class Netd(System):
         rc = f"{self.dir}/resolv.conf"
         open(rc, "w").write("nameserver 127.0.0.1\n")
         self.proc = start_netd(self.host, self.sock, f"{STATE}/{self.short}/state", rc,
-                               f"{self.dir}/netd.log")
+                               f"{self.dir}/netd.log", binary=getattr(self, "binary", None))
 
     def stop(self):
         stop_proc(self.proc)
@@ -401,11 +401,11 @@ class Netavark(System):
         return self.call("teardown", i, ports)
 
 
-def start_netd(host_ns, sock, state, resolv, logf, cpus=None, extra=()):
+def start_netd(host_ns, sock, state, resolv, logf, cpus=None, extra=(), binary=None):
     os.makedirs(os.path.dirname(sock), exist_ok=True)
     cmd = ns_exec(host_ns, ([] if cpus is None else ["taskset", "-c", cpus]) +
-                  [NETD, "--socket", sock, "--state-dir", state, "--resolv-conf", resolv,
-                   *extra])
+                  [binary or NETD, "--socket", sock, "--state-dir", state, "--resolv-conf",
+                   resolv, *extra])
     env = dict(os.environ, NETD_LOG="warn")
     p = subprocess.Popen(cmd, stdout=open(logf, "a"), stderr=subprocess.STDOUT,
                          stdin=subprocess.DEVNULL, env=env)
