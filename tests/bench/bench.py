@@ -840,45 +840,73 @@ print(n/dur, err)
 """
 
 
-def datapath_bench(args, out):
-    res = {"iperf": {}, "connrate": {}}
-    nd, rf = Netd(), Ref()
-    nd.host, rf.host = "ndb-dp-nd-h", "ndb-dp-rf-h"
-    nd.short, rf.short = "dpnd", "dprf"
-    nd.dir, nd.sock = f"{RUN}/dpnd", f"{RUN}/dpnd/netd.sock"
-    outs = {"netd": "ndb-dp-nd-o", "ref": "ndb-dp-rf-o"}
-    systems = {"netd": nd, "ref": rf}
-    allns = [nd.host, rf.host] + list(outs.values()) + [s.cns(i) for s in (nd, rf)
-                                                        for i in (1, 2, 3)]
-    netns_add_many(allns)
-    pools = {}
-    bg = []
-    try:
-        for k, s in systems.items():
-            sh(["ip", "-n", s.host, "link", "set", "lo", "up"])
-            outside_link(s.host, outs[k], tag=s.short)
-            sh(["ip", "netns", "exec", outs[k], "sysctl", "-q",
+class Datapath:
+    """netd and the reference bridge side by side, each with an "outside" namespace behind
+    masquerade and containers 1 and 2 attached (3 is created for the connection-rate test)."""
+
+    def __init__(self):
+        nd, rf = Netd(), Ref()
+        nd.host, rf.host = "ndb-dp-nd-h", "ndb-dp-rf-h"
+        nd.short, rf.short = "dpnd", "dprf"
+        self.systems = {"netd": nd, "ref": rf}
+        self.outs = {"netd": "ndb-dp-nd-o", "ref": "ndb-dp-rf-o"}
+        self.allns = [nd.host, rf.host, *self.outs.values()] + [
+            s.cns(i) for s in (nd, rf) for i in (1, 2, 3)]
+        self.pools = {}
+
+    def setup(self):
+        netns_add_many(self.allns)
+        for k, s in self.systems.items():
+            outside_link(s.host, self.outs[k], tag=s.short)
+            sh(["ip", "netns", "exec", self.outs[k], "sysctl", "-q",
                 "net.ipv4.ip_local_port_range=1024 65000"])
             s.start()
-            pools[k] = cf.ThreadPoolExecutor(1, initializer=enter_netns, initargs=(s.host,))
+            self.pools[k] = cf.ThreadPoolExecutor(1, initializer=enter_netns,
+                                                  initargs=(s.host,))
             for i in (1, 2):
-                pools[k].submit(s.add, i, False).result()
-        ip = {}
-        for k, s in systems.items():
-            ip[k] = sh(["ip", "-n", s.cns(2), "-4", "-o", "addr", "show", "eth0"]).split()[3].split("/")[0]
+                self.pools[k].submit(s.add, i, False).result()
+
+    def container_ip(self, k, i=2):
+        return sh(["ip", "-n", self.systems[k].cns(i), "-4", "-o", "addr", "show",
+                   "eth0"]).split()[3].split("/")[0]
+
+    def teardown(self):
+        for s in self.systems.values():
+            try:
+                s.stop()
+            except Exception:  # noqa: BLE001
+                pass
+        for n in self.allns:
+            kill_netns_procs(n)
+        for p in self.pools.values():
+            p.shutdown()
+        netns_del_many(self.allns)
+
+
+def iperf3(client_ns, target_ns, target_ip, secs):
+    """Gb/s received by an iperf3 server in target_ns (core 1) from a client in client_ns (core 0)."""
+    srv = subprocess.Popen(ns_exec(target_ns, ["taskset", "-c", "1", "iperf3", "-s", "-1", "-p",
+                                               "5201"]),
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(0.3)
+    r = subprocess.run(ns_exec(client_ns, ["taskset", "-c", "0", "iperf3", "-c", target_ip, "-p",
+                                           "5201", "-t", str(secs), "-J"]),
+                       capture_output=True, text=True)
+    srv.wait(10)
+    return json.loads(r.stdout)["end"]["sum_received"]["bits_per_second"] / 1e9
+
+
+def datapath_bench(args, out):
+    res = {"iperf": {}, "connrate": {}}
+    dp = Datapath()
+    systems, outs, pools = dp.systems, dp.outs, dp.pools
+    bg = []
+    try:
+        dp.setup()
+        ip = {k: dp.container_ip(k) for k in systems}
 
         def iperf(k, target_ns, target_ip):
-            srv = subprocess.Popen(ns_exec(target_ns, ["taskset", "-c", "1", "iperf3", "-s",
-                                                       "-1", "-p", "5201"]),
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            time.sleep(0.3)
-            r = subprocess.run(ns_exec(systems[k].cns(1), ["taskset", "-c", "0", "iperf3", "-c",
-                                                           target_ip, "-p", "5201", "-t",
-                                                           str(args.iperf_dur), "-J"]),
-                               capture_output=True, text=True)
-            srv.wait(10)
-            j = json.loads(r.stdout)
-            return j["end"]["sum_received"]["bits_per_second"] / 1e9
+            return iperf3(systems[k].cns(1), target_ns, target_ip, args.iperf_dur)
         for case in ("c2c", "c2outside_nat"):
             vals = {k: [] for k in systems}
             for rep in range(args.iperf_reps):
@@ -937,16 +965,7 @@ def datapath_bench(args, out):
     finally:
         for p in bg:
             p.kill()
-        for s in systems.values():
-            try:
-                s.stop()
-            except Exception:  # noqa: BLE001
-                pass
-        for n in allns:
-            kill_netns_procs(n)
-        for p in pools.values():
-            p.shutdown()
-        netns_del_many(allns)
+        dp.teardown()
     out["datapath"] = res
 
 

@@ -8,8 +8,6 @@ throughput and the kernel symbols that differ most between the two profiles (sha
 samples), and writes results/profile-datapath-CASE-{netd,ref}.txt.
 """
 import argparse
-import concurrent.futures as cf
-import json
 import os
 import statistics
 import subprocess
@@ -40,54 +38,31 @@ def main():
     ap.add_argument("--secs", type=int, default=5)
     ap.add_argument("--reps", type=int, default=3)
     a = ap.parse_args()
-    nd, rf = bench.Netd(), bench.Ref()
-    nd.host, rf.host = "ndb-dp-nd-h", "ndb-dp-rf-h"
-    nd.short, rf.short = "dpnd", "dprf"
-    outs = {"netd": "ndb-dp-nd-o", "ref": "ndb-dp-rf-o"}
-    systems = {"netd": nd, "ref": rf}
-    allns = [nd.host, rf.host, *outs.values()] + [s.cns(i) for s in (nd, rf) for i in (1, 2)]
-    bench.netns_add_many(allns)
-    pools = {}
+    dp = bench.Datapath()
+    systems = dp.systems
     try:
-        for k, s in systems.items():
-            bench.outside_link(s.host, outs[k], tag=s.short)
-            s.start()
-            pools[k] = cf.ThreadPoolExecutor(1, initializer=bench.enter_netns,
-                                             initargs=(s.host,))
-            for i in (1, 2):
-                pools[k].submit(s.add, i, False).result()
+        dp.setup()
         gbps = {k: [] for k in systems}
         data = {k: f"/tmp/ndb-dp-{k}.data" for k in systems}
         for rep in range(a.reps):
             for k in (list(systems) if rep % 2 == 0 else list(systems)[::-1]):
-                s = systems[k]
                 if a.case == "c2c":
-                    target_ns = s.cns(2)
-                    target = bench.sh(["ip", "-n", target_ns, "-4", "-o", "addr", "show",
-                                       "eth0"]).split()[3].split("/")[0]
+                    target_ns, target = systems[k].cns(2), dp.container_ip(k)
                 else:
-                    target_ns, target = outs[k], "203.0.113.2"
-                srv = subprocess.Popen(bench.ns_exec(target_ns, ["taskset", "-c", "1", "iperf3",
-                                                                 "-s", "-1", "-p", "5201"]),
-                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                time.sleep(0.3)
+                    target_ns, target = dp.outs[k], "203.0.113.2"
                 perf = None
-                if rep == a.reps - 1 or rep == a.reps - 2:
+                if rep >= a.reps - 2:
                     # The last two repetitions (one per system order) are profiled.
                     perf = subprocess.Popen(["perf", "record", "-a", "-F", "1999", "-g", "-o",
                                              data[k]], stdout=subprocess.DEVNULL,
                                             stderr=subprocess.DEVNULL)
                     time.sleep(0.5)
-                r = subprocess.run(bench.ns_exec(s.cns(1), [
-                    "taskset", "-c", "0", "iperf3", "-c", target, "-p", "5201", "-t",
-                    str(a.secs), "-J"]), capture_output=True, text=True)
+                gbps[k].append(bench.iperf3(systems[k].cns(1), target_ns, target, a.secs))
                 if perf:
                     prof.stop(perf)
-                srv.wait(10)
-                gbps[k].append(json.loads(r.stdout)["end"]["sum_received"]["bits_per_second"]
-                               / 1e9)
         for k in systems:
-            print(f"{k}: {statistics.median(gbps[k]):.2f} Gb/s  ({', '.join(f'{g:.2f}' for g in gbps[k])})")
+            runs = ", ".join(f"{g:.2f}" for g in gbps[k])
+            print(f"{k}: {statistics.median(gbps[k]):.2f} Gb/s  ({runs})")
         sh = {k: shares(data[k]) for k in systems}
         for k in systems:
             prof.perf_report(data[k], f"{bench.RESULTS}/profile-datapath-{a.case}-{k}.txt",
@@ -98,14 +73,7 @@ def main():
         for x in diff[:25]:
             print(f"  {sh['netd'].get(x, 0):5.2f}% {sh['ref'].get(x, 0):5.2f}%  {x}")
     finally:
-        for s in systems.values():
-            s.stop()
-        for n in allns:
-            bench.kill_netns_procs(n)
-        for p in pools.values():
-            p.shutdown()
-        bench.netns_del_many(allns)
-
+        dp.teardown()
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -15,19 +15,14 @@ import concurrent.futures as cf
 import json
 import os
 import shutil
-import subprocess
 import sys
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bench  # noqa: E402
+
 HOST, FILL = "ndb-mem-host", "ndb-mem-fill"
-RUN = "/run/ndbench-mem"
-
-
-def sh(cmd, **kw):
-    r = subprocess.run(cmd, capture_output=True, text=True, **kw)
-    if r.returncode != 0:
-        raise RuntimeError(f"{cmd} failed ({r.returncode}): {r.stdout}\n{r.stderr}")
-    return r.stdout
+RUN = f"{bench.RUN}/mem"
 
 
 def snapshot(pid):
@@ -52,48 +47,37 @@ def snapshot(pid):
 
 def cleanup():
     for ns in (HOST, FILL):
-        for pid in subprocess.run(["ip", "netns", "pids", ns], capture_output=True,
-                                  text=True).stdout.split():
-            subprocess.run(["kill", "-9", pid])
-        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+        bench.kill_netns_procs(ns)
+    bench.netns_del_many([n for n in (HOST, FILL) if os.path.exists(f"/run/netns/{n}")])
     shutil.rmtree(RUN, ignore_errors=True)
+    try:
+        os.rmdir(bench.RUN)  # only when empty: a benchmark run may be using it
+    except OSError:
+        pass
 
 
 def main():
     ap = argparse.ArgumentParser()
-    tgt = os.environ.get("CARGO_TARGET_DIR", "/work/target-bench")
-    ap.add_argument("--netd", default=f"{tgt}/release/netd")
-    ap.add_argument("--netctl", default=f"{tgt}/release/netctl")
+    ap.add_argument("--netd", default=bench.NETD)
+    ap.add_argument("--netctl", default=bench.NETCTL)
     ap.add_argument("--endpoints", type=int, default=1000)
     ap.add_argument("--names", type=int, default=1, help="names per endpoint (1 + aliases)")
     ap.add_argument("--json", action="store_true")
-    ap.add_argument("--netd-arg", action="append", default=[], help="extra netd flag")
-    ap.add_argument("--wrap", default="", help="command to run netd under (e.g. heaptrack -o F)")
+    ap.add_argument("--netd-arg", action="append", default=[],
+                    help="extra netd flag, e.g. --netd-arg=--no-dns")
     a = ap.parse_args()
     cleanup()
     try:
-        for ns in (HOST, FILL):
-            sh(["ip", "netns", "add", ns])
-            sh(["ip", "-n", ns, "link", "set", "lo", "up"])
-        sh(["ip", "netns", "exec", FILL, "sysctl", "-q", "-w",
-            "net.ipv6.conf.default.disable_ipv6=1"])
+        bench.netns_add_many([HOST, FILL])
+        bench.sh(["ip", "netns", "exec", FILL, "sysctl", "-q", "-w",
+                  "net.ipv6.conf.default.disable_ipv6=1"])
         os.makedirs(RUN, exist_ok=True)
         open(f"{RUN}/resolv.conf", "w").write("nameserver 127.0.0.1\n")
         sock = f"{RUN}/netd.sock"
-        nd = subprocess.Popen(["ip", "netns", "exec", HOST, "taskset", "-c", "1", *a.wrap.split(), a.netd,
-                               "--socket", sock, "--state-dir", f"{RUN}/state",
-                               "--resolv-conf", f"{RUN}/resolv.conf", *a.netd_arg],
-                              env=dict(os.environ, NETD_LOG="warn"),
-                              stdout=open(f"{RUN}/netd.log", "w"), stderr=subprocess.STDOUT)
-        ctl = lambda *x: sh([a.netctl, "--socket", sock, *x])  # noqa: E731
-        for _ in range(200):
-            if os.path.exists(sock) and subprocess.run(
-                    [a.netctl, "--socket", sock, "status"], capture_output=True).returncode == 0:
-                break
-            time.sleep(0.05)
-        # `ip netns exec` execs taskset, which execs netd (same pid) unless --wrap forks.
-        pid = next(p for p in sh(["ip", "netns", "pids", HOST]).split()
-                   if open(f"/proc/{p}/comm").read().strip() == os.path.basename(a.netd)[:15])
+        nd = bench.start_netd(HOST, sock, f"{RUN}/state", f"{RUN}/resolv.conf",
+                              f"{RUN}/netd.log", cpus="1", extra=a.netd_arg, binary=a.netd)
+        ctl = lambda *x: bench.sh([a.netctl, "--socket", sock, *x])  # noqa: E731
+        pid = bench.netd_pid(nd)
         out = {}
         time.sleep(1.5)
         out["idle"] = snapshot(pid)
@@ -111,8 +95,7 @@ def main():
             list(ex.map(attach, range(a.endpoints)))
         time.sleep(2.5)  # the heap is trimmed a second after the API goes quiet
         out[f"{a.endpoints}_endpoints_{a.endpoints * a.names}_names"] = snapshot(pid)
-        os.kill(int(pid), 15)
-        nd.wait(20)
+        bench.stop_proc(nd)
     finally:
         cleanup()
     if a.json:
