@@ -48,11 +48,19 @@ pub(crate) struct Answer {
 }
 
 struct Entry {
-    answer: Answer,
-    /// The answer pre-encoded for the UDP fast path; None when it could not be encoded.
-    wire: Option<Arc<Wire>>,
+    answer: Stored,
     stored: Instant,
     expires: Instant,
+}
+
+/// How an entry holds its answer: encoded when hickory can encode it (the UDP fast path serves
+/// the bytes; the rare slow-path hit decodes them), decoded otherwise. Holding both cost ~1 KiB
+/// per cached name: a decoded record is a few hundred bytes, its wire form tens.
+enum Stored {
+    /// Pre-encoded answer.
+    Wire(Arc<Wire>),
+    /// An answer hickory could not encode back.
+    Decoded(Answer),
 }
 
 /// A cached answer as wire bytes, so a cache hit costs a copy and a few patches instead of
@@ -120,6 +128,20 @@ impl Wire {
     }
 }
 
+impl Wire {
+    /// The answer these bytes encode, TTLs as stored.
+    fn decode(&self) -> Option<Answer> {
+        let mut msg = Message::from_vec(&self.bytes).ok()?;
+        Some(Answer {
+            rcode: self.rcode,
+            answers: std::mem::take(&mut msg.answers),
+            authorities: std::mem::take(&mut msg.authorities),
+            additionals: std::mem::take(&mut msg.additionals),
+            authentic_data: self.authentic_data,
+        })
+    }
+}
+
 /// Offset just past the encoded name starting at `at` (labels, ending in root or a pointer).
 fn skip_name(bytes: &[u8], mut at: usize) -> Option<usize> {
     loop {
@@ -169,7 +191,18 @@ impl Cache {
 
     /// A live entry for `key`, with TTLs aged by its time in the cache.
     pub(crate) fn get(&self, key: &CacheKey) -> Option<Answer> {
-        let (mut answer, age) = self.live(key, |e, age| (e.answer.clone(), age))?;
+        let (stored, age) = self.live(key, |e, age| {
+            let s = match &e.answer {
+                Stored::Wire(w) => Stored::Wire(w.clone()),
+                Stored::Decoded(a) => Stored::Decoded(a.clone()),
+            };
+            (s, age)
+        })?;
+        let mut answer = match stored {
+            Stored::Decoded(a) => a,
+            // Decoded outside the lock; bytes hickory wrote itself decode unless it is broken.
+            Stored::Wire(w) => w.decode()?,
+        };
         for r in answer
             .answers
             .iter_mut()
@@ -183,7 +216,10 @@ impl Cache {
 
     /// The pre-encoded form of a live entry for `key`, with the seconds it has spent cached.
     pub(crate) fn get_wire(&self, key: &CacheKey) -> Option<(Arc<Wire>, u32)> {
-        self.live(key, |e, age| e.wire.clone().map(|w| (w, age)))?
+        self.live(key, |e, age| match &e.answer {
+            Stored::Wire(w) => Some((w.clone(), age)),
+            Stored::Decoded(_) => None,
+        })?
     }
 
     /// Stores `answer` if RFC 2308 / TTLs allow caching it.
@@ -192,8 +228,10 @@ impl Cache {
         let Some(ttl) = cache_ttl(answer) else { return };
         let now = Instant::now();
         let entry = Entry {
-            wire: Wire::encode(&key, answer).map(Arc::new),
-            answer: answer.clone(),
+            answer: match Wire::encode(&key, answer) {
+                Some(w) => Stored::Wire(Arc::new(w)),
+                None => Stored::Decoded(answer.clone()),
+            },
             stored: now,
             expires: now + Duration::from_secs(u64::from(ttl)),
         };
@@ -325,5 +363,24 @@ mod tests {
             &answer(ResponseCode::NoError, vec![a(30)], vec![]),
         );
         assert!(off.get(&key("a")).is_none());
+    }
+
+    #[test]
+    fn slow_path_hits_decode_what_was_stored() {
+        let c = Cache::new(8);
+        let positive = answer(ResponseCode::NoError, vec![a(30), a(20)], vec![]);
+        c.put(key("p"), &positive);
+        let mut negative = answer(ResponseCode::NXDomain, vec![], vec![soa(300, 60)]);
+        negative.authentic_data = true;
+        c.put(key("n"), &negative);
+        for (k, want) in [("p", &positive), ("n", &negative)] {
+            assert!(c.get_wire(&key(k)).is_some(), "{k} is held encoded");
+            let got = c.get(&key(k)).unwrap();
+            assert_eq!(got.rcode, want.rcode, "{k}");
+            assert_eq!(got.answers, want.answers, "{k}");
+            assert_eq!(got.authorities, want.authorities, "{k}");
+            assert_eq!(got.additionals, want.additionals, "{k}");
+            assert_eq!(got.authentic_data, want.authentic_data, "{k}");
+        }
     }
 }
