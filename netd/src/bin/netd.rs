@@ -71,6 +71,18 @@ fn init_logs(format: &str) {
     }
 }
 
+/// `pow` for the whole process, from the `libm` crate (a port of musl's), instead of libm.so.6.
+///
+/// tokio's multi-thread scheduler is compiled in (hickory's `tokio` feature asks for it) but
+/// never runs: netd uses the current-thread runtime. Its statistics' one call to `pow` was the
+/// only reason the daemon needed libm.so.6, and loading it cost 0.3 MiB resident: the loader
+/// binds every import at start (full RELRO), which runs libm's IFUNC resolver for `pow` and
+/// faults in the code around it (docs/benchmarks.md, sixth round).
+#[no_mangle]
+pub extern "C" fn pow(x: f64, y: f64) -> f64 {
+    libm::pow(x, y)
+}
+
 // One thread runs the API, the DNS server and the netlink sockets: an attach is a chain of short
 // steps, and on an idle machine every hand-off between threads costs a wake-up (0.15-0.9 ms
 // scheduling delays measured with `perf sched`); store commits and firewall batches go to the
@@ -129,4 +141,16 @@ async fn serve() -> anyhow::Result<()> {
     daemon.shutdown().await;
     let _ = std::fs::remove_file(&args.socket);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn pow_is_libm_pow() {
+        assert_eq!(super::pow(2.0, 10.0), 1024.0);
+        assert_eq!(super::pow(10.0, -2.0), 0.01);
+        assert!((super::pow(0.5, 0.5) - 0.5f64.sqrt()).abs() < 1e-15);
+        assert!(super::pow(-1.0, 0.5).is_nan());
+        assert_eq!(super::pow(f64::INFINITY, -1.0), 0.0);
+    }
 }
