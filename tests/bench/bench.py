@@ -143,6 +143,22 @@ def proc_rss_kb(pid):
     return None
 
 
+def proc_mem_kb(pid):
+    """RSS and what it is made of, from /proc/PID/smaps_rollup (kB).
+
+    RSS counts every mapped page, also clean file pages (code, shared libraries) that the page
+    cache shares with every process mapping the same file; private is what the process alone
+    holds (its USS), anon its heap and stacks, PSS shares out the shared pages.
+    """
+    roll = {}
+    for line in open(f"/proc/{pid}/smaps_rollup"):
+        parts = line.split()
+        if len(parts) >= 3 and parts[-1] == "kB":
+            roll[parts[0].rstrip(":")] = int(parts[1])
+    return {"rss": roll.get("Rss"), "pss": roll.get("Pss"), "anon": roll.get("Anonymous"),
+            "private": roll.get("Private_Clean", 0) + roll.get("Private_Dirty", 0)}
+
+
 def pids_in_netns(name):
     """PIDs whose network namespace is the named one (to stop exactly our daemons)."""
     try:
@@ -650,7 +666,11 @@ def dnsperf(port, qfile, dur, rate=None, verbose=False):
 
 
 def dns_bench(args, out):
-    res = {"sizes": {}, "rss_kb": {}}
+    res = {"sizes": {}, "rss_kb": {}, "mem_kb": {}}
+
+    def mem(key, pid):
+        res["mem_kb"][key] = proc_mem_kb(pid) if pid else None
+        res["rss_kb"][key] = res["mem_kb"][key]["rss"] if pid else None
     n_ep = args.dns_endpoints
     d = f"{RUN}/dns"
     os.makedirs(d, exist_ok=True)
@@ -681,9 +701,9 @@ def dns_bench(args, out):
         procs.append(nd)
         nctl = lambda *a: sh([NETCTL, "--socket", f"{d}/netd.sock", *a])  # noqa
         time.sleep(1)
-        res["rss_kb"]["netd_idle"] = proc_rss_kb(nd.pid)
+        mem("netd_idle", nd.pid)
         nctl("create", "dnsb", "--subnet", "10.99.0.0/16", "--gateway", GW)
-        res["rss_kb"]["netd_1_network"] = proc_rss_kb(nd.pid)
+        mem("netd_1_network", nd.pid)
         for k in args.dns_names_per_ep:
             size = n_ep * k
             log(f"dns {size} names: attaching {n_ep} endpoints ({k} names each)")
@@ -713,7 +733,7 @@ def dns_bench(args, out):
             names = [(f"c{i}", [f"c{i}"] + [f"c{i}-a{a}" for a in range(1, k)])
                      for i in range(n_ep)]
             time.sleep(1)
-            res["rss_kb"][f"netd_{n_ep}_endpoints_{n_ep * k}_names"] = proc_rss_kb(nd.pid)
+            mem(f"netd_{n_ep}_endpoints_{n_ep * k}_names", nd.pid)
             # Peers get the same names and addresses.
             adir = f"{d}/aardvark-{size}"
             os.makedirs(adir, exist_ok=True)
@@ -792,9 +812,9 @@ def dns_bench(args, out):
                 log(f"dns {size} {kk}: " + ", ".join(
                     f"{s} {row[s]['qps_median']:.0f} q/s "
                     f"{(row[s]['cpu_us_per_query_median'] or 0):.1f} us/q" for s in PORTS))
-            res["rss_kb"][f"aardvark_{size}_names"] = proc_rss_kb(aard_pid) if aard_pid else None
-            res["rss_kb"][f"dnsmasq_{size}_names"] = proc_rss_kb(dm.pid)
-            res["rss_kb"][f"netd_{n_ep}_endpoints_{n_ep * k}_names_after_load"] = proc_rss_kb(nd.pid)
+            mem(f"aardvark_{size}_names", aard_pid)
+            mem(f"dnsmasq_{size}_names", dm.pid)
+            mem(f"netd_{n_ep}_endpoints_{n_ep * k}_names_after_load", nd.pid)
             res["sizes"][str(size)] = sres
             if aard_pid:
                 os.kill(aard_pid, signal.SIGTERM)
@@ -1029,8 +1049,46 @@ def floor_bench(args, out):
         res["fsync_4k_ms"] = statistics.median(t) * 1e3
     finally:
         netns_del_many([host] + cs)
+    for case, per_window in floor_by_population(args.floor_n, args.cni_window).items():
+        res[f"veth_by_population_{case}_ms"] = per_window
     out["floor"] = res
     log(f"floor: {res}")
+
+
+def floor_by_population(n, window):
+    """The kernel's part of an ADD as the machine fills: veth create (+ enslave) + up, the peer
+    born in its container namespace, one `ip -batch` per window of containers; ms per veth by
+    window, on a bridge (MAC pinned, as netd's) and, to tell the bridge's share from the
+    namespaces' and interfaces', on no bridge at all.
+
+    Whatever the bridge case grows from the first window to the last, no system that puts one
+    veth per container on one bridge can avoid: it is the floor of "flat from the 1st to the
+    1,000th".
+    """
+    out = {}
+    for case in ("bridge", "no_bridge"):
+        host = "ndb-fp-h"
+        cs = [f"ndb-fp-c{i}" for i in range(n)]
+        netns_add_many([host] + cs)
+        per_window = []
+        try:
+            # As netd's host ends: no IPv6 (no link-local address, DAD or MLD per port).
+            sh(ns_exec(host, ["sysctl", "-q", "-w", "net.ipv6.conf.default.disable_ipv6=1"]))
+            sh(["ip", "-n", host, "link", "add", "br0", "address", "02:42:0a:62:00:01",
+                "type", "bridge"])
+            sh(["ip", "-n", host, "link", "set", "br0", "up"])
+            master = "master br0 " if case == "bridge" else ""
+            settle(f"floor by population ({case})")
+            for w0 in range(0, n, window):
+                script = "".join(f"link add vf{i} {master}up type veth peer name eth0 "
+                                 f"netns {cs[i]}\n" for i in range(w0, min(n, w0 + window)))
+                t0 = time.perf_counter()
+                sh(["ip", "-n", host, "-batch", "-"], input=script)
+                per_window.append((time.perf_counter() - t0) / window * 1e3)
+        finally:
+            netns_del_many([host] + cs)
+        out[case] = per_window
+    return out
 
 
 def main():
@@ -1054,12 +1112,14 @@ def main():
         a.dns_endpoints, a.dns_names_per_ep, a.dns_reps, a.dns_dur = 200, [1, 10], 1, 2
         a.dns_fixed_dur, a.dns_rate, a.dns_settle = 2, 2000, 3
         a.iperf_dur, a.iperf_reps, a.conn_dur, a.conn_reps = 2, 2, 1, 2
+        a.floor_n = 200
     else:
         a.cni_n, a.cni_window, a.cni_modes, a.cni_ports = 1000, 100, ["seq", "par8"], [False, True]
         a.cni_time_limit = a.cni_time_limit or 2400
         a.dns_endpoints, a.dns_names_per_ep, a.dns_reps, a.dns_dur = 1000, [1, 10], 2, 4
         a.dns_fixed_dur, a.dns_rate, a.dns_settle = 3, 2000, 10
         a.iperf_dur, a.iperf_reps, a.conn_dur, a.conn_reps = 4, 4, 3, 4
+        a.floor_n = 1000
     for d in (RUN, STATE, RESULTS):
         os.makedirs(d, exist_ok=True)
     out = {"quick": a.quick, "machine": machine(), "versions": versions()}

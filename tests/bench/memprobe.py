@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
 """Memory probe: netd's resident set, mapping by mapping, idle and with N endpoints.
 
-Usage (root): tests/bench/memprobe.py [--netd PATH] [--endpoints 1000] [--names 1]
+Usage (root): tests/bench/memprobe.py [--netd PATH] [--endpoints 1000] [--names 1] [--dns-load SECS]
 
 Starts one netd (pinned to core 1, like the DNS/memory section of bench.py) in a namespace
 it creates (`ndb-mem-*`), attaches N endpoints with `netctl connect` (4 in parallel, every
 container end in one fill namespace), and prints, for idle / one network / N endpoints, RSS,
-anonymous memory and the resident kilobytes of each file mapping (the binary, libc, …).
+anonymous memory and the resident kilobytes of each file mapping (the binary, libc, …); with
+`--dns-load`, also after a burst of queries and again after one API request.
 Everything it creates is removed on exit, also on failure. A/B comparisons: run it once per
 binary (`--netd`), back to back.
 """
@@ -28,19 +29,15 @@ RUN = f"{bench.RUN}/mem"
 def snapshot(pid):
     """RSS, anonymous and per-file resident kB from /proc/PID/smaps."""
     files, cur = {}, None
-    roll = {}
-    for line in open(f"/proc/{pid}/smaps_rollup"):
-        parts = line.split()
-        if len(parts) >= 3 and parts[-1] == "kB":
-            roll[parts[0].rstrip(":")] = int(parts[1])
     for line in open(f"/proc/{pid}/smaps"):
         parts = line.split()
         if parts and "-" in parts[0] and len(parts) >= 5 and ":" not in parts[0]:
             cur = parts[5] if len(parts) > 5 else "[anon]"
         elif parts and parts[0] == "Rss:":
             files[cur] = files.get(cur, 0) + int(parts[1])
-    return {"rss_kb": roll.get("Rss"), "anon_kb": roll.get("Anonymous"),
-            "pss_kb": roll.get("Pss"),
+    m = bench.proc_mem_kb(pid)
+    return {"rss_kb": m["rss"], "anon_kb": m["anon"], "pss_kb": m["pss"],
+            "private_kb": m["private"],
             "files_kb": {os.path.basename(k): v for k, v in sorted(files.items(),
                                                                   key=lambda kv: -kv[1]) if v}}
 
@@ -62,6 +59,9 @@ def main():
     ap.add_argument("--netctl", default=bench.NETCTL)
     ap.add_argument("--endpoints", type=int, default=1000)
     ap.add_argument("--names", type=int, default=1, help="names per endpoint (1 + aliases)")
+    ap.add_argument("--dns-load", type=float, default=0,
+                    help="seconds of DNS queries (dnsperf: A and NXDOMAIN in the network) after "
+                         "the attach; then one API request, which lets the idle trim run")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--netd-arg", action="append", default=[],
                     help="extra netd flag, e.g. --netd-arg=--no-dns")
@@ -95,6 +95,19 @@ def main():
             list(ex.map(attach, range(a.endpoints)))
         time.sleep(2.5)  # the heap is trimmed a second after the API goes quiet
         out[f"{a.endpoints}_endpoints_{a.endpoints * a.names}_names"] = snapshot(pid)
+        if a.dns_load:
+            qf = f"{RUN}/queries"
+            with open(qf, "w") as f:
+                for i in range(a.endpoints):
+                    f.write(f"c{i}.memb A\nnosuch{i}.memb A\n")
+            bench.sh(bench.ns_exec(FILL, ["taskset", "-c", "0", "dnsperf", "-s", "10.99.0.1",
+                                          "-d", qf, "-l", str(a.dns_load), "-c", "1", "-T", "1",
+                                          "-q", "100", "-t", "1"]))
+            time.sleep(2.5)
+            out["after_dns_load"] = snapshot(pid)
+            ctl("ls")
+            time.sleep(2.5)
+            out["after_dns_load_then_api"] = snapshot(pid)
         bench.stop_proc(nd)
     finally:
         cleanup()
@@ -104,7 +117,7 @@ def main():
     for state, s in out.items():
         top = ", ".join(f"{k} {v}" for k, v in list(s["files_kb"].items())[:8])
         print(f"{state:28} RSS {s['rss_kb'] / 1024:5.1f} MiB  anon {s['anon_kb'] / 1024:4.1f}"
-              f"  PSS {s['pss_kb'] / 1024:5.1f}  | {top}")
+              f"  private {s['private_kb'] / 1024:4.1f}  PSS {s['pss_kb'] / 1024:5.1f}  | {top}")
 
 
 if __name__ == "__main__":

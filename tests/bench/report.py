@@ -30,7 +30,12 @@ def tables(r):
         out.append("### Floor (bare kernel calls, one `ip -batch` process)\n")
         out.append("| step | ms |\n|---|---|")
         for k, v in fl.items():
-            out.append(f"| {k} | {f(v, 2)} |")
+            if isinstance(v, list):
+                # By population: first and last window, and the growth between them.
+                v = f"{f(v[0], 2)} → {f(v[-1], 2)} (first → last window, {v[-1] / v[0]:.2f}×)"
+            else:
+                v = f(v, 2)
+            out.append(f"| {k} | {v} |")
         out.append("")
     if "cni" in r:
         c = r["cni"]
@@ -90,10 +95,19 @@ def tables(r):
             out.append("Response codes (first saturation run): " + "; ".join(
                 f"{kind}: " + ", ".join(f"{s} {row[s]['rcodes']}" for s in servers)
                 for kind, row in sres["rows"].items()) + "\n")
-        out.append("### Memory (RSS)\n")
-        out.append("| process / state | MiB |\n|---|---|")
-        for k, v in d["rss_kb"].items():
-            out.append(f"| {k} | {f(v / 1024 if v else None)} |")
+        if d.get("mem_kb"):
+            # RSS counts the shared libraries' and the binary's clean page-cache pages too;
+            # private (USS) is what the process alone holds, anonymous its heap and stacks.
+            out.append("### Memory (MiB: RSS, private = USS, anonymous, PSS)\n")
+            out.append("| process / state | RSS | private | anonymous | PSS |\n|---|---|---|---|---|")
+            for k, v in d["mem_kb"].items():
+                cells = [f(v[x] / 1024, 1) if v else "–" for x in ("rss", "private", "anon", "pss")]
+                out.append(f"| {k} | " + " | ".join(cells) + " |")
+        else:
+            out.append("### Memory (RSS)\n")
+            out.append("| process / state | MiB |\n|---|---|")
+            for k, v in d["rss_kb"].items():
+                out.append(f"| {k} | {f(v / 1024 if v else None)} |")
         out.append("")
     if "datapath" in r:
         dp = r["datapath"]

@@ -1,0 +1,144 @@
+#!/usr/bin/python3
+"""A/B of two netd builds' DNS server: CPU per query, alternating A B B A ... in one run.
+
+Usage (root): tests/bench/dnsab.py OLD_NETD NEW_NETD [--endpoints 1000] [--names 10]
+              [--reps 6] [--dur 3] [--kinds A,AAAA,PTR,NXDOMAIN]
+
+Each build gets its own host namespace (ndb-da-h, ndb-db-h) with one network of N endpoints
+(one in a client namespace, the rest in a filler namespace, each with `--names` names), both
+daemons pinned to core 1, dnsperf (1 thread, 100 outstanding) to core 0. For every query kind
+the builds take turns (order flipped every repetition); server CPU per query is
+Δ(utime+stime) / answered queries, as in bench.py's DNS section. Prints the median and the
+spread per build and kind. Everything it creates is removed on exit (namespaces ndb-d*).
+"""
+import argparse
+import concurrent.futures as cf
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bench  # noqa: E402
+
+GW = "10.99.0.1"
+
+
+class Server:
+    """One netd build serving one network."""
+
+    def __init__(self, tag, binary):
+        self.tag, self.binary = tag, binary
+        self.host, self.cli, self.fill = (f"ndb-d{tag}-{x}" for x in ("h", "c", "f"))
+        self.dir = f"{bench.RUN}/dnsab-{tag}"
+        self.sock = f"{self.dir}/netd.sock"
+        self.proc = None
+
+    def namespaces(self):
+        return [self.host, self.cli, self.fill]
+
+    def start(self, endpoints, names):
+        os.makedirs(self.dir, exist_ok=True)
+        open(f"{self.dir}/resolv.conf", "w").write("nameserver 127.0.0.1\n")
+        for ns in (self.cli, self.fill):
+            bench.sh(bench.ns_exec(ns, ["sysctl", "-q", "-w",
+                                        "net.ipv6.conf.default.disable_ipv6=1"]))
+        self.proc = bench.start_netd(self.host, self.sock, f"{self.dir}/state",
+                                     f"{self.dir}/resolv.conf", f"{self.dir}/netd.log",
+                                     cpus="1", binary=self.binary)
+        self.ctl("create", "dnsb", "--subnet", "10.99.0.0/16", "--gateway", GW)
+
+        def attach(i):
+            ns = self.cli if i == 0 else self.fill
+            al = []
+            for k in range(1, names):
+                al += ["--alias", f"c{i}-a{k}"]
+            self.ctl("connect", "dnsb", "--netns", f"/run/netns/{ns}", "--name", f"c{i}",
+                     "--ifname", "eth0" if i == 0 else f"e{i}", "--ip",
+                     f"10.99.{(i + 2) // 250}.{(i + 2) % 250 + 2}", *al)
+        with cf.ThreadPoolExecutor(4) as ex:
+            list(ex.map(attach, range(endpoints)))
+        self.pid = bench.netd_pid(self.proc)
+
+    def ctl(self, *args):
+        return bench.sh([bench.NETCTL, "--socket", self.sock, *args])
+
+    def run(self, qfile, dur):
+        c0 = bench.proc_cpu_ticks(self.pid)
+        r = subprocess.run(bench.ns_exec(self.cli, [
+            "taskset", "-c", "0", "dnsperf", "-s", GW, "-d", qfile, "-l", str(dur), "-c", "1",
+            "-T", "1", "-q", "100", "-t", "1"]), capture_output=True, text=True,
+            timeout=dur + 30)
+        c1 = bench.proc_cpu_ticks(self.pid)
+        done = [line.split()[2] for line in r.stdout.splitlines()
+                if line.strip().startswith("Queries completed:")]
+        n = int(done[0]) if done else 0
+        return (c1 - c0) / bench.CLK * 1e6 / n if n else None
+
+    def stop(self):
+        bench.stop_proc(self.proc)
+
+
+def queries(d, endpoints, names):
+    alln = [f"c{i}" if k == 0 else f"c{i}-a{k}" for i in range(endpoints) for k in range(names)]
+    ips = [f"10.99.{(i + 2) // 250}.{(i + 2) % 250 + 2}" for i in range(endpoints)]
+    kinds = {
+        "A": [f"{x}.dnsb A" for x in alln],
+        "AAAA": [f"{x}.dnsb AAAA" for x in alln],
+        "PTR": [".".join(reversed(ip.split("."))) + ".in-addr.arpa PTR" for ip in ips],
+        "NXDOMAIN": [f"nosuch{j}.dnsb A" for j in range(len(alln))],
+    }
+    files = {}
+    for kind, lines in kinds.items():
+        files[kind] = f"{d}/{kind}"
+        with open(files[kind], "w") as f:
+            f.write("\n".join(lines) + "\n")
+    return files
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("old")
+    ap.add_argument("new")
+    ap.add_argument("--endpoints", type=int, default=1000)
+    ap.add_argument("--names", type=int, default=10)
+    ap.add_argument("--reps", type=int, default=6)
+    ap.add_argument("--dur", type=float, default=3)
+    ap.add_argument("--kinds", default="A,AAAA,PTR,NXDOMAIN")
+    a = ap.parse_args()
+    servers = [Server("a", a.old), Server("b", a.new)]
+    all_ns = [ns for s in servers for ns in s.namespaces()]
+    try:
+        bench.netns_add_many(all_ns)
+        for s in servers:
+            s.start(a.endpoints, a.names)
+        files = queries(servers[0].dir, a.endpoints, a.names)
+        bench.settle("dnsab")
+        print(f"{a.endpoints} endpoints x {a.names} names; server CPU per query (µs), "
+              f"median (min-max) of {a.reps} runs of {a.dur:g} s")
+        for kind in a.kinds.split(","):
+            got = {s.tag: [] for s in servers}
+            for rep in range(a.reps):
+                for s in (servers if rep % 2 == 0 else servers[::-1]):
+                    got[s.tag].append(s.run(files[kind], a.dur))
+            cells = []
+            for s in servers:
+                xs = [x for x in got[s.tag] if x]
+                cells.append(f"{os.path.basename(os.path.dirname(s.binary)) or s.tag} "
+                             f"{statistics.median(xs):5.2f} ({min(xs):.2f}-{max(xs):.2f})")
+            print(f"  {kind:9} " + "   ".join(cells))
+    finally:
+        for s in servers:
+            try:
+                s.stop()
+            except Exception:  # noqa: BLE001 - cleanup must go on
+                pass
+            bench.kill_netns_procs(s.host)
+            shutil.rmtree(s.dir, ignore_errors=True)
+        bench.netns_del_many(all_ns)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
