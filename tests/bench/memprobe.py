@@ -27,7 +27,7 @@ RUN = f"{bench.RUN}/mem"
 
 
 def snapshot(pid):
-    """RSS, anonymous and per-file resident kB from /proc/PID/smaps."""
+    """RSS, anonymous, private, PSS and per-file resident kB from /proc/PID/smaps."""
     files, cur = {}, None
     for line in open(f"/proc/{pid}/smaps"):
         parts = line.split()
