@@ -329,15 +329,15 @@ pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
     Ok(listener)
 }
 
-/// Serves the API on `listener` until `shutdown` completes.
+/// Serves the API on `listener` until `shutdown` completes; every request pokes `idle`, so
+/// memory freed by a burst of requests goes back to the kernel after the burst.
 pub async fn run(
     listener: UnixListener,
     daemon: Daemon,
     policy: AccessPolicy,
+    idle: crate::memory::IdleTrim,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    // Memory freed by a burst of requests goes back to the kernel a second after the burst.
-    let idle = crate::memory::IdleTrim::spawn(std::time::Duration::from_secs(1));
     let app = router(daemon, policy).layer(middleware::from_fn(move |req: Request, next: Next| {
         let idle = idle.clone();
         async move {

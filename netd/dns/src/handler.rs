@@ -42,6 +42,8 @@ pub(crate) struct Shared {
     pub(crate) local_ttl: u32,
     /// Rotation counter for multi-address answers.
     pub(crate) rotation: AtomicUsize,
+    /// Told when a UDP listener is under load (see `DnsConfig::on_load`).
+    pub(crate) on_load: Option<crate::LoadHook>,
 }
 
 /// Upstreams of a client whose scope is `scope`: the union, in order, of each non-internal

@@ -52,6 +52,22 @@ pub struct DnsConfig {
     pub systemd_resolv_conf: PathBuf,
     /// A TCP client connection idle (no complete query) for this long is closed.
     pub tcp_idle_timeout: Duration,
+    /// Told, at most every [`LOAD_HOOK_EVERY`] per listener, that a UDP listener is under load
+    /// (the daemon trims its heap once the load is over).
+    pub on_load: Option<LoadHook>,
+}
+
+/// How often a listener under load calls [`DnsConfig::on_load`] at most.
+pub const LOAD_HOOK_EVERY: Duration = Duration::from_millis(250);
+
+/// A callback for [`DnsConfig::on_load`].
+#[derive(Clone)]
+pub struct LoadHook(pub Arc<dyn Fn() + Send + Sync>);
+
+impl std::fmt::Debug for LoadHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LoadHook")
+    }
 }
 
 impl Default for DnsConfig {
@@ -65,6 +81,7 @@ impl Default for DnsConfig {
             resolv_conf: PathBuf::from("/etc/resolv.conf"),
             systemd_resolv_conf: PathBuf::from(resolv::SYSTEMD_RESOLV_CONF),
             tcp_idle_timeout: Duration::from_secs(5),
+            on_load: None,
         }
     }
 }
@@ -187,6 +204,7 @@ impl Dns {
             ),
             local_ttl: cfg.local_ttl,
             rotation: AtomicUsize::new(0),
+            on_load: cfg.on_load.clone(),
         });
         Dns {
             inner: Arc::new(Inner {

@@ -21,6 +21,7 @@ use std::io;
 use std::mem::{size_of, zeroed};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::AsRawFd;
+use std::time::Instant;
 
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
@@ -146,6 +147,8 @@ pub(crate) async fn serve(sock: UdpSocket, handler: Handler) {
         n: 0,
         gso: true,
     };
+    // The load hook is rate-limited: under load the read loop ends every few hundred µs.
+    let mut told_load = Instant::now() - crate::LOAD_HOOK_EVERY;
     loop {
         tokio::select! {
             ready = sock.readable() => {
@@ -155,6 +158,7 @@ pub(crate) async fn serve(sock: UdpSocket, handler: Handler) {
                 }
                 let mut rounds = 0;
                 let mut last = 0;
+                let mut loaded = false;
                 loop {
                     if last >= COALESCE_AFTER {
                         // Under load: let the next queries gather (see COALESCE).
@@ -174,6 +178,7 @@ pub(crate) async fn serve(sock: UdpSocket, handler: Handler) {
                     };
                     replies.n = 0;
                     last = n;
+                    loaded |= n >= COALESCE_AFTER;
                     for i in 0..n {
                         let Some(src) = batch.srcs[i].filter(|s| answerable(*s)) else {
                             continue;
@@ -201,6 +206,12 @@ pub(crate) async fn serve(sock: UdpSocket, handler: Handler) {
                     if rounds == BATCHES_PER_YIELD {
                         rounds = 0;
                         tokio::task::yield_now().await;
+                    }
+                }
+                if let Some(hook) = handler.0.on_load.as_ref().filter(|_| loaded) {
+                    if told_load.elapsed() >= crate::LOAD_HOOK_EVERY {
+                        told_load = Instant::now();
+                        (hook.0)();
                     }
                 }
             }

@@ -688,6 +688,88 @@ fn bursts_get_one_correct_reply_per_query() {
     });
 }
 
+/// The load hook (the daemon trims its heap after a burst) is told about bursts, rate-limited,
+/// and never about queries that arrive one at a time.
+#[test]
+fn load_hook_hears_of_bursts_not_of_single_queries() {
+    use hickory_proto::op::{Message, Query};
+    use hickory_proto::rr::{Name, RecordType};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    let mut lab = Lab::new("loadhook");
+    lab.bridge("br-a", &["10.1.0.1/24"]);
+    lab.container("c1", &[("br-a", &["10.1.0.2/24"])]);
+    let up = FakeUpstream::start(&lab.outside, 53, Mode::Answer);
+    let target = SocketAddr::new(ip("10.1.0.1"), PORT);
+    let client = lab.node("c1");
+    let told = Arc::new(AtomicUsize::new(0));
+    let counter = told.clone();
+
+    lab.host.run(|| {
+        rt().block_on(async {
+            let dns = Dns::new(DnsConfig {
+                on_load: Some(netd_dns::LoadHook(Arc::new(move || {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                }))),
+                ..cfg()
+            });
+            dns.add_network(net(
+                "neta",
+                &["10.1.0.0/24"],
+                &["10.1.0.1"],
+                None,
+                &[up.addr],
+                false,
+            ))
+            .await
+            .unwrap();
+            dns.add_endpoint("neta", ep("c1", &["web"], &["10.1.0.2"]))
+                .unwrap();
+            let told = told.clone();
+            std::thread::scope(|s| {
+                s.spawn(|| {
+                    client.run(|| {
+                        let sock = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+                        sock.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+                        let query = |id: u16| {
+                            let mut m = Message::query();
+                            m.metadata.id = id;
+                            let q = Name::from_ascii("web.neta.").unwrap();
+                            m.add_query(Query::query(q, RecordType::A));
+                            m.to_vec().unwrap()
+                        };
+                        let mut buf = [0u8; 4096];
+                        // One at a time: every read finds a single query.
+                        for id in 0..20 {
+                            sock.send_to(&query(id), target).unwrap();
+                            sock.recv_from(&mut buf).expect("a reply");
+                        }
+                        assert_eq!(told.load(Ordering::SeqCst), 0, "no load, no hook");
+                        // Bursts of 64 without waiting: some read finds several.
+                        for round in 0..10u16 {
+                            for i in 0..64 {
+                                sock.send_to(&query(round << 6 | i), target).unwrap();
+                            }
+                            for _ in 0..64 {
+                                sock.recv_from(&mut buf).expect("a reply");
+                            }
+                            if told.load(Ordering::SeqCst) > 0 {
+                                break;
+                            }
+                        }
+                        let after_bursts = told.load(Ordering::SeqCst);
+                        assert!(after_bursts > 0, "bursts reach the hook");
+                        // Rate-limited: ten bursts within a few ms tell it a few times at most.
+                        assert!(after_bursts <= 10, "told {after_bursts} times");
+                    })
+                });
+            });
+            dns.shutdown().await;
+        })
+    });
+}
+
 #[test]
 fn garbage_truncated_frames_and_slow_clients_do_not_disturb_others() {
     use std::net::TcpStream;

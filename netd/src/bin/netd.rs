@@ -105,7 +105,11 @@ async fn serve() -> anyhow::Result<()> {
     }
     cfg.gc_interval = std::time::Duration::from_secs(args.gc_interval.max(1));
     cfg.firewall = !args.no_firewall;
+    // The heap is trimmed a second after the last API request or DNS burst.
+    let idle = netd::memory::IdleTrim::spawn(std::time::Duration::from_secs(1));
+    let poke = idle.clone();
     cfg.dns = (!args.no_dns).then(|| netd_dns::DnsConfig {
+        on_load: Some(netd_dns::LoadHook(std::sync::Arc::new(move || poke.poke()))),
         port: args.dns_port,
         upstream_timeout: std::time::Duration::from_millis(args.dns_upstream_timeout_ms.max(1)),
         resolv_conf: args.resolv_conf.clone(),
@@ -133,6 +137,7 @@ async fn serve() -> anyhow::Result<()> {
         AccessPolicy {
             allowed_uids: args.allow_uids,
         },
+        idle,
         shutdown,
     )
     .await
