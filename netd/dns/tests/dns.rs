@@ -58,7 +58,12 @@ fn net(
 
 /// A DNS serving network `neta` (10.1.0.0/24, listening on 10.1.0.1) forwarding to `upstream`.
 async fn dns_on_neta(upstream: SocketAddr) -> Dns {
-    let dns = Dns::new(cfg());
+    dns_on_neta_with(cfg(), upstream).await
+}
+
+/// [`dns_on_neta`] with a given configuration.
+async fn dns_on_neta_with(config: DnsConfig, upstream: SocketAddr) -> Dns {
+    let dns = Dns::new(config);
     dns.add_network(net(
         "neta",
         &["10.1.0.0/24"],
@@ -290,17 +295,7 @@ fn forwards_caches_and_uses_tcp_and_host_resolv_conf() {
 
     lab.host.run(|| {
         rt().block_on(async {
-            let dns = Dns::new(config);
-            dns.add_network(net(
-                "neta",
-                &["10.1.0.0/24"],
-                &["10.1.0.1"],
-                None,
-                &[up.addr],
-                false,
-            ))
-            .await
-            .unwrap();
+            let dns = dns_on_neta_with(config, up.addr).await;
             dns.add_network(net(
                 "netb",
                 &["10.2.0.0/24"],
@@ -708,22 +703,13 @@ fn load_hook_hears_of_bursts_not_of_single_queries() {
 
     lab.host.run(|| {
         rt().block_on(async {
-            let dns = Dns::new(DnsConfig {
+            let config = DnsConfig {
                 on_load: Some(netd_dns::LoadHook(Arc::new(move || {
                     counter.fetch_add(1, Ordering::SeqCst);
                 }))),
                 ..cfg()
-            });
-            dns.add_network(net(
-                "neta",
-                &["10.1.0.0/24"],
-                &["10.1.0.1"],
-                None,
-                &[up.addr],
-                false,
-            ))
-            .await
-            .unwrap();
+            };
+            let dns = dns_on_neta_with(config, up.addr).await;
             dns.add_endpoint("neta", ep("c1", &["web"], &["10.1.0.2"]))
                 .unwrap();
             let told = told.clone();
