@@ -641,9 +641,10 @@ def outside_link(host, out, hostaddr="203.0.113.1", outaddr="203.0.113.2", tag="
     sh(["ip", "-n", out, "link", "set", b, "up"])
 
 
-def dnsperf(port, qfile, dur, rate=None, verbose=False):
-    cmd = ns_exec(DNS_CLI, ["taskset", "-c", "0", "dnsperf", "-s", GW, "-p", str(port), "-d",
-                            qfile, "-l", str(dur), "-c", "1", "-T", "1", "-q", "100", "-t", "1"])
+def dnsperf(port, qfile, dur, rate=None, verbose=False, ns=DNS_CLI, server=GW):
+    """One dnsperf run (1 thread, 100 outstanding, pinned to core 0) from namespace `ns`."""
+    cmd = ns_exec(ns, ["taskset", "-c", "0", "dnsperf", "-s", server, "-p", str(port), "-d",
+                       qfile, "-l", str(dur), "-c", "1", "-T", "1", "-q", "100", "-t", "1"])
     if rate:
         cmd += ["-Q", str(rate)]
     if verbose:
@@ -663,6 +664,51 @@ def dnsperf(port, qfile, dur, rate=None, verbose=False):
             res["p50_ms"] = pct(lats, 50) * 1e3
             res["p99_ms"] = pct(lats, 99) * 1e3
     return res
+
+
+def dnsperf_cpu(pid, port, qfile, dur, **kw):
+    """dnsperf at saturation, plus the server's CPU (process `pid`) per answered query."""
+    c0, t0 = proc_cpu_ticks(pid), time.time()
+    r = dnsperf(port, qfile, dur, **kw)
+    c1, t1 = proc_cpu_ticks(pid), time.time()
+    r["server_cpu_s"] = (c1 - c0) / CLK
+    r["server_cpu_util"] = (c1 - c0) / CLK / (t1 - t0)
+    r["cpu_us_per_query"] = (c1 - c0) / CLK * 1e6 / r["completed"] if r["completed"] else None
+    return r
+
+
+def dns_attach(nctl, i, k, cli_ns, fill_ns, *extra):
+    """Endpoint c<i> on network dnsb with k names (c<i> and aliases c<i>-a1 …): c0 is eth0 of
+    the client namespace, the others e<i> in the filler namespace."""
+    al = []
+    for a in range(1, k):
+        al += ["--alias", f"c{i}-a{a}"]
+    nctl("connect", "dnsb", "--netns", f"/run/netns/{cli_ns if i == 0 else fill_ns}",
+         "--name", f"c{i}", "--ifname", "eth0" if i == 0 else f"e{i}", *al, *extra)
+
+
+def dns_query_files(qdir, names, ip_of, seed):
+    """Query files (shuffled) of every local kind for `names` [(container, [its names])] on
+    network dnsb: A, AAAA of IPv4-only names, PTR, NXDOMAIN. Returns kind -> path."""
+    alln = [x for _, ns in names for x in ns]
+    kinds = {
+        "A": [f"{x}.dnsb A" for x in alln],
+        "AAAA_v4only": [f"{x}.dnsb AAAA" for x in alln],
+        "PTR": [".".join(reversed(ip_of(n).split("."))) + ".in-addr.arpa PTR" for n, _ in names],
+        "NXDOMAIN": [f"nosuch{j}.dnsb A" for j in range(len(alln))],
+    }
+    return write_query_files(qdir, kinds, seed)
+
+
+def write_query_files(qdir, kinds, seed):
+    rnd = random.Random(seed)
+    os.makedirs(qdir, exist_ok=True)
+    files = {}
+    for kind, lines in kinds.items():
+        rnd.shuffle(lines)
+        files[kind] = f"{qdir}/{kind}"
+        open(files[kind], "w").write("\n".join(lines) + "\n")
+    return files
 
 
 def dns_bench(args, out):
@@ -709,12 +755,7 @@ def dns_bench(args, out):
             log(f"dns {size} names: attaching {n_ep} endpoints ({k} names each)")
 
             def attach(i):
-                ns = DNS_CLI if i == 0 else DNS_FILL
-                al = []
-                for a in range(1, k):
-                    al += ["--alias", f"c{i}-a{a}"]
-                nctl("connect", "dnsb", "--netns", f"/run/netns/{ns}", "--name", f"c{i}",
-                     "--ifname", "eth0" if i == 0 else f"e{i}", *al)
+                dns_attach(nctl, i, k, DNS_CLI, DNS_FILL)
 
             def detach(i):
                 nctl("disconnect", "dnsb", "--netns",
@@ -766,21 +807,10 @@ def dns_bench(args, out):
                     pass
             pids = {"netd": nd.pid, "aardvark-dns": aard_pid, "dnsmasq": dm.pid}
             # Query files.
-            rnd = random.Random(size)
             qdir = f"{d}/q{size}"
-            os.makedirs(qdir, exist_ok=True)
-            alln = [x for _, ns in names for x in ns]
-            kinds = {
-                "A": [f"{x}.dnsb A" for x in alln],
-                "AAAA_v4only": [f"{x}.dnsb AAAA" for x in alln],
-                "PTR": [".".join(reversed(eps[n][0].split("."))) + ".in-addr.arpa PTR"
-                        for n, _ in names],
-                "NXDOMAIN": [f"nosuch{j}.dnsb A" for j in range(size)],
-                "FWD_cached": [f"fwd{j}.example.test A" for j in range(1000)],
-            }
-            for kk, lines in kinds.items():
-                rnd.shuffle(lines)
-                open(f"{qdir}/{kk}", "w").write("\n".join(lines) + "\n")
+            kinds = dns_query_files(qdir, names, lambda n: eps[n][0], size)
+            kinds.update(write_query_files(
+                qdir, {"FWD_cached": [f"fwd{j}.example.test A" for j in range(1000)]}, size))
             # Warm caches (forwarded names) and check every server answers.
             for sname, port in PORTS.items():
                 dnsperf(port, f"{qdir}/FWD_cached", 1, rate=3000)
@@ -790,17 +820,10 @@ def dns_bench(args, out):
                 for rep in range(args.dns_reps):
                     order = list(PORTS)[rep % 3:] + list(PORTS)[:rep % 3]
                     for sname in order:
-                        pid = pids[sname]
-                        c0, t0 = proc_cpu_ticks(pid), time.time()
-                        r = dnsperf(PORTS[sname], f"{qdir}/{kk}", args.dns_dur)
-                        c1, t1 = proc_cpu_ticks(pid), time.time()
-                        r["server_cpu_s"] = (c1 - c0) / CLK
-                        r["server_cpu_util"] = (c1 - c0) / CLK / (t1 - t0)
-                        r["cpu_us_per_query"] = ((c1 - c0) / CLK * 1e6 / r["completed"]
-                                                 if r["completed"] else None)
-                        row[sname]["sat"].append(r)
+                        row[sname]["sat"].append(
+                            dnsperf_cpu(pids[sname], PORTS[sname], kinds[kk], args.dns_dur))
                 for sname in PORTS:
-                    row[sname]["fixed"] = dnsperf(PORTS[sname], f"{qdir}/{kk}",
+                    row[sname]["fixed"] = dnsperf(PORTS[sname], kinds[kk],
                                                   args.dns_fixed_dur, rate=args.dns_rate,
                                                   verbose=True)
                     sat = row[sname]["sat"]

@@ -2,7 +2,7 @@
 """A/B of two netd builds' DNS server: CPU per query, alternating A B B A ... in one run.
 
 Usage (root): tests/bench/dnsab.py OLD_NETD NEW_NETD [--endpoints 1000] [--names 10]
-              [--reps 6] [--dur 3] [--kinds A,AAAA,PTR,NXDOMAIN]
+              [--reps 6] [--dur 3] [--kinds A,AAAA_v4only,PTR,NXDOMAIN]
 
 Each build gets its own host namespace (ndb-da-h, ndb-db-h) with one network of N endpoints
 (one in a client namespace, the rest in a filler namespace, each with `--names` names), both
@@ -16,14 +16,10 @@ import concurrent.futures as cf
 import os
 import shutil
 import statistics
-import subprocess
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench  # noqa: E402
-
-GW = "10.99.0.1"
 
 
 class Server:
@@ -48,16 +44,10 @@ class Server:
         self.proc = bench.start_netd(self.host, self.sock, f"{self.dir}/state",
                                      f"{self.dir}/resolv.conf", f"{self.dir}/netd.log",
                                      cpus="1", binary=self.binary)
-        self.ctl("create", "dnsb", "--subnet", "10.99.0.0/16", "--gateway", GW)
+        self.ctl("create", "dnsb", "--subnet", "10.99.0.0/16", "--gateway", bench.GW)
 
         def attach(i):
-            ns = self.cli if i == 0 else self.fill
-            al = []
-            for k in range(1, names):
-                al += ["--alias", f"c{i}-a{k}"]
-            self.ctl("connect", "dnsb", "--netns", f"/run/netns/{ns}", "--name", f"c{i}",
-                     "--ifname", "eth0" if i == 0 else f"e{i}", "--ip",
-                     f"10.99.{(i + 2) // 250}.{(i + 2) % 250 + 2}", *al)
+            bench.dns_attach(self.ctl, i, names, self.cli, self.fill, "--ip", addr(i))
         with cf.ThreadPoolExecutor(4) as ex:
             list(ex.map(attach, range(endpoints)))
         self.pid = bench.netd_pid(self.proc)
@@ -66,36 +56,21 @@ class Server:
         return bench.sh([bench.NETCTL, "--socket", self.sock, *args])
 
     def run(self, qfile, dur):
-        c0 = bench.proc_cpu_ticks(self.pid)
-        r = subprocess.run(bench.ns_exec(self.cli, [
-            "taskset", "-c", "0", "dnsperf", "-s", GW, "-d", qfile, "-l", str(dur), "-c", "1",
-            "-T", "1", "-q", "100", "-t", "1"]), capture_output=True, text=True,
-            timeout=dur + 30)
-        c1 = bench.proc_cpu_ticks(self.pid)
-        done = [line.split()[2] for line in r.stdout.splitlines()
-                if line.strip().startswith("Queries completed:")]
-        n = int(done[0]) if done else 0
-        return (c1 - c0) / bench.CLK * 1e6 / n if n else None
+        return bench.dnsperf_cpu(self.pid, 53, qfile, dur, ns=self.cli)["cpu_us_per_query"]
 
     def stop(self):
         bench.stop_proc(self.proc)
 
 
+def addr(i):
+    """Endpoint c<i>'s address, given at attach so the PTR queries need no look-up."""
+    return f"10.99.{(i + 2) // 250}.{(i + 2) % 250 + 2}"
+
+
 def queries(d, endpoints, names):
-    alln = [f"c{i}" if k == 0 else f"c{i}-a{k}" for i in range(endpoints) for k in range(names)]
-    ips = [f"10.99.{(i + 2) // 250}.{(i + 2) % 250 + 2}" for i in range(endpoints)]
-    kinds = {
-        "A": [f"{x}.dnsb A" for x in alln],
-        "AAAA": [f"{x}.dnsb AAAA" for x in alln],
-        "PTR": [".".join(reversed(ip.split("."))) + ".in-addr.arpa PTR" for ip in ips],
-        "NXDOMAIN": [f"nosuch{j}.dnsb A" for j in range(len(alln))],
-    }
-    files = {}
-    for kind, lines in kinds.items():
-        files[kind] = f"{d}/{kind}"
-        with open(files[kind], "w") as f:
-            f.write("\n".join(lines) + "\n")
-    return files
+    eps = [(f"c{i}", [f"c{i}"] + [f"c{i}-a{k}" for k in range(1, names)])
+           for i in range(endpoints)]
+    return bench.dns_query_files(f"{d}/q", eps, lambda n: addr(int(n[1:])), endpoints * names)
 
 
 def main():
@@ -106,7 +81,7 @@ def main():
     ap.add_argument("--names", type=int, default=10)
     ap.add_argument("--reps", type=int, default=6)
     ap.add_argument("--dur", type=float, default=3)
-    ap.add_argument("--kinds", default="A,AAAA,PTR,NXDOMAIN")
+    ap.add_argument("--kinds", default="A,AAAA_v4only,PTR,NXDOMAIN")
     a = ap.parse_args()
     servers = [Server("a", a.old), Server("b", a.new)]
     all_ns = [ns for s in servers for ns in s.namespaces()]
@@ -128,7 +103,7 @@ def main():
                 xs = [x for x in got[s.tag] if x]
                 cells.append(f"{os.path.basename(os.path.dirname(s.binary)) or s.tag} "
                              f"{statistics.median(xs):5.2f} ({min(xs):.2f}-{max(xs):.2f})")
-            print(f"  {kind:9} " + "   ".join(cells))
+            print(f"  {kind:11} " + "   ".join(cells))
     finally:
         for s in servers:
             try:

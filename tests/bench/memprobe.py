@@ -100,9 +100,7 @@ def main():
             with open(qf, "w") as f:
                 for i in range(a.endpoints):
                     f.write(f"c{i}.memb A\nnosuch{i}.memb A\n")
-            bench.sh(bench.ns_exec(FILL, ["taskset", "-c", "0", "dnsperf", "-s", "10.99.0.1",
-                                          "-d", qf, "-l", str(a.dns_load), "-c", "1", "-T", "1",
-                                          "-q", "100", "-t", "1"]))
+            bench.dnsperf(53, qf, a.dns_load, ns=FILL, server="10.99.0.1")
             time.sleep(2.5)
             out["after_dns_load"] = snapshot(pid)
             ctl("ls")
