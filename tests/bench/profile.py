@@ -164,22 +164,19 @@ def dns_profile():
         ctl("create", "dnsb", "--subnet", "10.99.0.0/16", "--gateway", bench.GW)
         ctl("connect", "dnsb", "--netns", f"/run/netns/{cli}", "--name", "c0")
         open(f"{d}/q", "w").write("c0.dnsb A\n")
-        old = bench.DNS_CLI
-        bench.DNS_CLI = cli
         st = subprocess.Popen(["strace", "-f", "-c", "-o", f"{OUT}/profile-dns-strace.txt",
                                "-p", str(p.pid)], stderr=subprocess.DEVNULL)
         time.sleep(0.5)
-        r = bench.dnsperf(53, f"{d}/q", 3)
+        r = bench.dnsperf(53, f"{d}/q", 3, ns=cli)
         stop(st)
         with open(f"{OUT}/profile-dns-strace.txt", "a") as f:
             f.write(f"\nqueries answered under strace: {r['completed']}\n")
         pf = attach_perf(p.pid, f"{bench.RUN}/dns.perf")
         time.sleep(0.5)
         c0 = bench.proc_cpu_ticks(p.pid)
-        r = bench.dnsperf(53, f"{d}/q", 5)
+        r = bench.dnsperf(53, f"{d}/q", 5, ns=cli)
         c1 = bench.proc_cpu_ticks(p.pid)
         stop(pf)
-        bench.DNS_CLI = old
         perf_report(f"{bench.RUN}/dns.perf", f"{OUT}/profile-dns-perf.txt", ["--sort", "sym"])
         perf_report(f"{bench.RUN}/dns.perf", f"{OUT}/profile-dns-perf-dso.txt",
                     ["--sort", "comm,dso"])
