@@ -16,7 +16,6 @@ import random
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -651,6 +650,11 @@ def dnsperf(port, qfile, dur, rate=None, verbose=False, ns=DNS_CLI, server=GW):
         cmd += ["-v"]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=dur + 30)
     o = r.stdout
+    if "Queries completed:" not in o:
+        # dnsperf did not run (a missing namespace, a bad query file): say so here, not as a
+        # None three calls later.
+        raise RuntimeError(f"dnsperf in {ns} against {server}:{port} failed ({r.returncode}): "
+                           f"{(r.stderr or o)[-500:]}")
     g = lambda pat: float(re.search(pat, o).group(1)) if re.search(pat, o) else None  # noqa
     res = {"completed": g(r"Queries completed:\s+(\d+)"), "lost": g(r"Queries lost:\s+(\d+)"),
            "qps": g(r"Queries per second:\s+([\d.]+)"),

@@ -81,7 +81,7 @@ def main():
         out = {}
         time.sleep(1.5)
         out["idle"] = snapshot(pid)
-        ctl("create", "memb", "--subnet", "10.99.0.0/16", "--gateway", "10.99.0.1")
+        ctl("create", "memb", "--subnet", "10.99.0.0/16", "--gateway", bench.GW)
         time.sleep(1.5)
         out["1_network"] = snapshot(pid)
 
@@ -100,7 +100,7 @@ def main():
             with open(qf, "w") as f:
                 for i in range(a.endpoints):
                     f.write(f"c{i}.memb A\nnosuch{i}.memb A\n")
-            bench.dnsperf(53, qf, a.dns_load, ns=FILL, server="10.99.0.1")
+            bench.dnsperf(53, qf, a.dns_load, ns=FILL)
             time.sleep(2.5)
             out["after_dns_load"] = snapshot(pid)
             ctl("ls")

@@ -173,16 +173,13 @@ def dns_profile():
             f.write(f"\nqueries answered under strace: {r['completed']}\n")
         pf = attach_perf(p.pid, f"{bench.RUN}/dns.perf")
         time.sleep(0.5)
-        c0 = bench.proc_cpu_ticks(p.pid)
-        r = bench.dnsperf(53, f"{d}/q", 5, ns=cli)
-        c1 = bench.proc_cpu_ticks(p.pid)
+        r = bench.dnsperf_cpu(p.pid, 53, f"{d}/q", 5, ns=cli)
         stop(pf)
         perf_report(f"{bench.RUN}/dns.perf", f"{OUT}/profile-dns-perf.txt", ["--sort", "sym"])
         perf_report(f"{bench.RUN}/dns.perf", f"{OUT}/profile-dns-perf-dso.txt",
                     ["--sort", "comm,dso"])
         flamegraph(f"{bench.RUN}/dns.perf", f"{OUT}/profile-dns.svg", "netd, DNS A queries")
-        msg = (f"DNS under perf: {r['qps']} q/s, netd CPU {((c1 - c0) / bench.CLK * 1e6 / r['completed']):.1f}"
-               f" us/query")
+        msg = f"DNS under perf: {r['qps']:.0f} q/s, netd CPU {r['cpu_us_per_query']:.1f} us/query"
         open(f"{OUT}/profile-dns-summary.txt", "w").write(msg + "\n")
         print(msg)
     finally:
