@@ -42,9 +42,22 @@ def flamegraph(data, svg, title):
     open(svg, "w").write(graph.stdout)
 
 
-def attach_perf(pid, fn):
-    return subprocess.Popen(["perf", "record", "-F", "999", "-g", "-o", fn, "-p", str(pid)],
+# Release builds keep no frame pointers: user-space stacks are unwound from DWARF (line
+# tables are kept), or every netd frame above the leaf would be lost.
+CALL_GRAPH = ["--call-graph", "dwarf,16384"]
+PROFILED_ADDS = 200
+
+
+def attach_perf(pid, fn, freq=999):
+    return subprocess.Popen(["perf", "record", "-F", str(freq), *CALL_GRAPH, "-o", fn,
+                             "-p", str(pid)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def cpu_split(pid):
+    """(user, system) CPU ticks of a process so far."""
+    f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return int(f[11]), int(f[12])
 
 
 def stop(p):
@@ -75,7 +88,7 @@ def cni_profile(high=840):
     """netd ADD (no ports) at ~100 and at ~HIGH endpoints: CPU per ADD, perf, netlink bytes."""
     nd = bench.Netd()
     nd.host, nd.short = "ndb-pf-h", "pf"
-    n = high + 170
+    n = high + PROFILED_ADDS + 140
     bench.netns_add_many([nd.host] + [nd.cns(i) for i in range(1, n + 1)])
     summary = []
     try:
@@ -93,6 +106,7 @@ def cni_profile(high=840):
             return t
 
         def measure(tag):
+            before = nxt[0] - 1
             st = subprocess.Popen(["strace", "-f", "-yy", "-qq", "-s", "0", "-e",
                                    "trace=sendto,recvfrom,sendmsg,recvmsg,fdatasync,fsync",
                                    "-o", f"{bench.RUN}/nl-{tag}.txt", "-p", str(pid)],
@@ -108,11 +122,13 @@ def cni_profile(high=840):
             adds(20)
             time.sleep(0.2)
             stop(st)
-            t = adds(30)  # unprofiled wall time
+            u0, s0 = cpu_split(pid)
+            t = adds(60)  # unprofiled wall time and CPU
+            u1, s1 = cpu_split(pid)
             c0 = bench.proc_cpu_ticks(pid)
-            pf = attach_perf(pid, f"{bench.RUN}/add-{tag}.perf")
+            pf = attach_perf(pid, f"{bench.RUN}/add-{tag}.perf", freq=2999)
             time.sleep(0.5)
-            adds(50)
+            adds(PROFILED_ADDS)
             time.sleep(0.2)
             stop(pf)
             c1 = bench.proc_cpu_ticks(pid)
@@ -121,10 +137,10 @@ def cni_profile(high=840):
             perf_report(f"{bench.RUN}/add-{tag}.perf", f"{OUT}/profile-add-{tag}-perf-dso.txt",
                         ["--sort", "comm,dso"])
             flamegraph(f"{bench.RUN}/add-{tag}.perf", f"{OUT}/profile-add-{tag}.svg",
-                       f"netd, 50 CNI ADDs with {nxt[0] - 106} containers")
+                       f"netd, {PROFILED_ADDS} CNI ADDs after {before + 85} containers")
             # The whole machine too: kernel work an ADD leaves to kworkers (link events, RCU)
             # and the plugin's own exec do not show in netd's profile.
-            pa = subprocess.Popen(["perf", "record", "-a", "-g", "-F", "999", "-o",
+            pa = subprocess.Popen(["perf", "record", "-a", *CALL_GRAPH, "-F", "999", "-o",
                                    f"{bench.RUN}/add-{tag}-all.perf"],
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             time.sleep(0.5)
@@ -133,9 +149,12 @@ def cni_profile(high=840):
             stop(pa)
             perf_report(f"{bench.RUN}/add-{tag}-all.perf", f"{OUT}/profile-add-{tag}-all.txt",
                         ["--sort", "comm,sym"])
-            line = (f"[{tag}] endpoints before: {nxt[0] - 156}; ADD wall p50 (unprofiled, 30 ADDs) "
-                    f"{sorted(t)[15] * 1e3:.2f} ms; netd CPU per ADD (50 ADDs, under perf) "
-                    f"{(c1 - c0) / bench.CLK * 1e3 / 50:.2f} ms; netlink per ADD: "
+            line = (f"[{tag}] endpoints before: {before}; ADD wall p50 (unprofiled, 60 ADDs) "
+                    f"{sorted(t)[30] * 1e3:.2f} ms; netd CPU per ADD unprofiled "
+                    f"{(u1 - u0) / bench.CLK * 1e3 / 60:.2f} ms user + "
+                    f"{(s1 - s0) / bench.CLK * 1e3 / 60:.2f} ms system; "
+                    f"under perf ({PROFILED_ADDS} ADDs) "
+                    f"{(c1 - c0) / bench.CLK * 1e3 / PROFILED_ADDS:.2f} ms; netlink per ADD: "
                     + ", ".join(f"{k} {v:.0f}" for k, v in sorted(nl.items())))
             print(line)
             summary.append(line)
