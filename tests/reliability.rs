@@ -285,6 +285,43 @@ fn exhausted_pool_is_a_clear_error_and_one_detach_frees_one_slot() {
     assert_eq!(h.assert_consistent("tiny").len(), 5);
 }
 
+#[test]
+fn full_bridge_is_a_clear_error_and_leaves_nothing_behind() {
+    let h = Host::start();
+    h.netctl_ok(&["create", "crowd", "--subnet", "10.85.0.0/16"]);
+    let bridge = h.client().inspect_network("crowd").unwrap().network.bridge;
+    // Fill the bridge to the kernel's limit with ports netd does not own (one `ip -batch`:
+    // a thousand containers through the API would take minutes).
+    let batch = h.dir().join("fill.batch");
+    let lines: String = (0..1023)
+        .map(|i| format!("link add f{i} master {bridge} type veth peer name g{i}\n"))
+        .collect();
+    std::fs::write(&batch, lines).unwrap();
+    must(h.ns.cmd(&["ip", "-batch", batch.to_str().unwrap()]));
+    assert_eq!(h.bridge_ports(&bridge).len(), 1023);
+    let c = h.container("crowd");
+    let client = h.client();
+    let e = client.attach("crowd", &attach_req("c0", &c)).unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::PoolExhausted), "{e}");
+    assert!(
+        e.to_string().contains(&format!(
+            "network crowd is full: its bridge {bridge} has the kernel's maximum of 1023 ports"
+        )),
+        "{e}"
+    );
+    // Nothing half-applied: no endpoint, no lease, no veth on either side.
+    let inspect = client.inspect_network("crowd").unwrap();
+    assert!(inspect.endpoints.is_empty(), "{:?}", inspect.endpoints);
+    assert!(inspect.leases.is_empty(), "{:?}", inspect.leases);
+    assert!(!has_eth0(&c));
+    assert_eq!(h.bridge_ports(&bridge).len(), 1023);
+    // One port freed, the same container attaches.
+    must(h.ns.cmd(&["ip", "link", "del", "f0"]));
+    client.attach("crowd", &attach_req("c0", &c)).unwrap();
+    assert!(has_eth0(&c));
+    assert_eq!(h.bridge_ports(&bridge).len(), 1023);
+}
+
 /// A tmpfs mount the test owns, unmounted on drop.
 struct Tmpfs(std::path::PathBuf);
 

@@ -262,6 +262,13 @@ impl Daemon {
                 debug!(veth = %host_veth, "removed stale host veth");
                 host.create_veth(&spec).await?;
             }
+            // A Linux bridge numbers its ports in 10 bits: the 1,024th is refused (EXFULL).
+            Err(e) if e.errno() == Some(libc::EXFULL) => {
+                return Err(DaemonError::NetworkFull {
+                    network: st.net.name.clone(),
+                    bridge: st.net.bridge.clone(),
+                });
+            }
             other => other?,
         }
         let v4_only = !st.net.subnets.iter().any(|s| s.subnet.addr().is_ipv6());

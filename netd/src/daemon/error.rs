@@ -8,6 +8,9 @@ use crate::netlink::NetlinkError;
 use crate::netns::NetnsError;
 use crate::store::StoreError;
 
+/// Ports a Linux bridge takes (`BR_MAX_PORTS` − 1: port number 0 is reserved).
+pub const BRIDGE_MAX_PORTS: usize = 1023;
+
 /// Why a daemon operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -70,6 +73,16 @@ pub enum DaemonError {
         /// Namespace path.
         netns: String,
     },
+    /// The network's bridge has as many ports as the kernel allows.
+    #[error(
+        "network {network} is full: its bridge {bridge} has the kernel's maximum of {BRIDGE_MAX_PORTS} ports; detach a container or use another network"
+    )]
+    NetworkFull {
+        /// Network.
+        network: String,
+        /// Its bridge.
+        bridge: String,
+    },
     /// A published port is taken.
     #[error("{0}")]
     PortConflict(String),
@@ -115,6 +128,8 @@ impl DaemonError {
             EndpointNotFound { .. } => ErrorCode::EndpointNotFound,
             InterfaceExists { .. } => ErrorCode::InterfaceExists,
             PortConflict(_) => ErrorCode::PortConflict,
+            // Like an exhausted pool: a slot frees when a container leaves.
+            NetworkFull { .. } => ErrorCode::PoolExhausted,
             CheckFailed { .. } => ErrorCode::CheckFailed,
             Netns(NetnsError::NotFound { .. }) => ErrorCode::NetnsNotFound,
             Netns(_) => ErrorCode::Kernel,
