@@ -1,12 +1,14 @@
 #!/usr/bin/python3
 """A/B of two netd builds: CNI ADD latency through the plugin, alternating A B B A ... in one run.
 
-Usage (root): tests/bench/ab.py OLD_NETD NEW_NETD [--n 300] [--gap-ms 25] [--plugin PATH]
+Usage (root): tests/bench/ab.py OLD_NETD NEW_NETD [--n 300] [--gap-ms 25] [--par 1] [--plugin PATH]
 
 Each build gets its own host namespace (ndb-a-h, ndb-b-h) and its own containers; ADDs
 alternate between them (order flipped every container), once back to back and once with an
 idle gap before every ADD (how an interleaved benchmark or a real host calls netd), each pass on
-fresh container namespaces. Prints p50/p90 per build and pass, first and second half. This is
+fresh container namespaces. With `--par K`, ADDs go in batches of K at once (as the benchmark's
+par8 phases), builds alternating by batch. Prints p50/p90 per build and pass, first and second
+half. This is
 how every "measured before -> after" row of docs/benchmarks.md since the third round was taken.
 Everything it creates is removed on exit (bench.py's namespaces are all named ndb-*).
 """
@@ -32,14 +34,16 @@ class Build(bench.Netd):
         self.subnet = "10.70.0.0/16" if tag == "a" else "10.71.0.0/16"
 
 
-def run_pass(builds, pools, n, gap, offset):
+def run_pass(builds, pools, n, gap, offset, par=1):
     times = {b.name: [] for b in builds}
-    for i in range(offset + 1, offset + n + 1):
-        order = builds if i % 2 else builds[::-1]
+    for k, first in enumerate(range(offset + 1, offset + n + 1, par)):
+        batch = range(first, min(first + par, offset + n + 1))
+        order = builds if k % 2 == 0 else builds[::-1]
         for b in order:
             if gap:
                 time.sleep(gap)
-            times[b.name].append(pools[b.name].submit(b.add, i, False).result())
+            futs = [pools[b.name].submit(b.add, i, False) for i in batch]
+            times[b.name].extend(f.result() for f in futs)
     return times
 
 
@@ -49,6 +53,7 @@ def main():
     ap.add_argument("new")
     ap.add_argument("--n", type=int, default=300)
     ap.add_argument("--gap-ms", type=float, default=25.0)
+    ap.add_argument("--par", type=int, default=1, help="ADDs at once (in batches)")
     ap.add_argument("--plugin", default=bench.NETD_CNI)
     a = ap.parse_args()
     bench.NETD_CNI = a.plugin
@@ -60,13 +65,15 @@ def main():
         bench.netns_add_many(hosts + cns)
         for b in builds:
             b.start()
-            pools[b.name] = cf.ThreadPoolExecutor(1, initializer=bench.enter_netns,
+            pools[b.name] = cf.ThreadPoolExecutor(a.par, initializer=bench.enter_netns,
                                                   initargs=(b.host,))
         bench.settle("ab")
-        passes = {"back to back": run_pass(builds, pools, a.n, 0, 0),
-                  f"{a.gap_ms:g} ms gaps": run_pass(builds, pools, a.n, a.gap_ms / 1e3, a.n)}
+        passes = {"back to back": run_pass(builds, pools, a.n, 0, 0, a.par),
+                  f"{a.gap_ms:g} ms gaps": run_pass(builds, pools, a.n, a.gap_ms / 1e3, a.n,
+                                                    a.par)}
         for title, times in passes.items():
-            print(f"{title} ({a.n} ADDs each, ms: p50 all / first half / second half, p90)")
+            print(f"{title} ({a.n} ADDs each, {a.par} at once, ms: p50 all / first half / "
+                  "second half, p90)")
             for b in builds:
                 t = [x * 1e3 for x in times[b.name]]
                 h = len(t) // 2
