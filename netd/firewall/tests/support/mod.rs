@@ -220,7 +220,7 @@ impl PeerEcho {
 /// an answer.
 pub fn udp_send(ns: &Netns, src: SocketAddr, dst: SocketAddr) {
     ns.run_in(move || {
-        let s = UdpSocket::bind(src).expect("bind udp source");
+        let s = udp_bind(src).expect("bind udp source");
         for _ in 0..3 {
             let _ = s.send_to(b"spoof?", dst);
         }
@@ -292,6 +292,39 @@ fn socket2_connect(dst: SocketAddr, src: Option<IpAddr>) -> Result<TcpStream, St
     }
 }
 
+/// A UDP socket bound to `addr` with `SO_REUSEADDR`, so a test can send from the port a
+/// socket it just closed used: a process spawned by a parallel test holds every open
+/// descriptor between its fork and exec, and kept the closed one bound (CI saw EADDRINUSE).
+fn udp_bind(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+    let domain = if addr.is_ipv4() {
+        libc::AF_INET
+    } else {
+        libc::AF_INET6
+    };
+    // SAFETY: plain socket calls with a valid sockaddr buffer; the descriptor is owned by the
+    // returned socket from the moment it exists.
+    unsafe {
+        let fd = libc::socket(domain, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let sock = <UdpSocket as std::os::fd::FromRawFd>::from_raw_fd(fd);
+        let on: libc::c_int = 1;
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_REUSEADDR,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as u32,
+        );
+        let (sa, len) = sockaddr(addr);
+        if libc::bind(fd, (&sa as *const libc::sockaddr_storage).cast(), len) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(sock)
+    }
+}
+
 fn sockaddr(a: SocketAddr) -> (libc::sockaddr_storage, u32) {
     // SAFETY: zeroed sockaddr_storage is valid; we write a matching sockaddr_in(6) into it.
     unsafe {
@@ -324,7 +357,7 @@ pub fn udp_ask(ns: &Netns, dst: SocketAddr, src_port: u16) -> Result<SocketAddr,
         } else {
             (std::net::Ipv6Addr::UNSPECIFIED, src_port).into()
         };
-        let s = UdpSocket::bind(bind).map_err(|e| e.to_string())?;
+        let s = udp_bind(bind).map_err(|e| e.to_string())?;
         s.set_read_timeout(Some(Duration::from_millis(500)))
             .map_err(|e| e.to_string())?;
         let mut buf = [0u8; 256];
