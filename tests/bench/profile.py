@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -48,6 +49,9 @@ def flamegraph(data, svg, title):
 # tables are kept), or every netd frame above the leaf would be lost.
 CALL_GRAPH = ["--call-graph", "dwarf,16384"]
 PROFILED_ADDS = 150
+TIMED_ADDS = 120  # unprofiled: wall time and CPU
+# ADDs one measurement makes: under strace (5, then 20 for -c), timed, profiled, whole machine.
+ADDS_PER_MEASURE = 5 + 20 + TIMED_ADDS + PROFILED_ADDS + 50
 
 
 def attach_perf(pid, fn, freq=999):
@@ -100,7 +104,7 @@ def cni_profile(high=670):
     (EXFULL beyond)."""
     nd = bench.Netd()
     nd.host, nd.short = "ndb-pf-h", "pf"
-    n = high + PROFILED_ADDS + 200
+    n = high + ADDS_PER_MEASURE
     bench.netns_add_many([nd.host] + [nd.cns(i) for i in range(1, n + 1)])
     summary = []
     try:
@@ -138,17 +142,18 @@ def cni_profile(high=670):
             time.sleep(0.2)
             stop(st)
             u0, s0, r0 = cpu_split(pid)
-            t = adds(120)  # unprofiled wall time and CPU
+            t = adds(TIMED_ADDS)
             u1, s1, r1 = cpu_split(pid)
-            run_ms = (r1 - r0) / 1e6 / 120
+            run_ms = (r1 - r0) / 1e6 / TIMED_ADDS
             user_share = (u1 - u0) / max(1, (u1 - u0) + (s1 - s0))
-            c0 = bench.proc_cpu_ticks(pid)
+            profiled_from = nxt[0] - 1
             pf = attach_perf(pid, f"{bench.RUN}/add-{tag}.perf", freq=2999)
             time.sleep(0.5)
+            r0 = cpu_split(pid)[2]
             adds(PROFILED_ADDS)
+            r1 = cpu_split(pid)[2]
             time.sleep(0.2)
             stop(pf)
-            c1 = bench.proc_cpu_ticks(pid)
             perf_report(f"{bench.RUN}/add-{tag}.perf", f"{OUT}/profile-add-{tag}-perf.txt",
                         ["--sort", "sym"])
             perf_report(f"{bench.RUN}/add-{tag}.perf", f"{OUT}/profile-add-{tag}-perf-dso.txt",
@@ -158,7 +163,7 @@ def cni_profile(high=670):
                         f"{OUT}/profile-add-{tag}-perf-children.txt",
                         ["--children", "--sort", "sym"], keep=120)
             flamegraph(f"{bench.RUN}/add-{tag}.perf", f"{OUT}/profile-add-{tag}.svg",
-                       f"netd, {PROFILED_ADDS} CNI ADDs after {before + 145} containers")
+                       f"netd, {PROFILED_ADDS} CNI ADDs after {profiled_from} containers")
             # The whole machine too: kernel work an ADD leaves to kworkers (link events, RCU)
             # and the plugin's own exec do not show in netd's profile.
             pa = subprocess.Popen(["perf", "record", "-a", *CALL_GRAPH, "-F", "999", "-o",
@@ -170,12 +175,13 @@ def cni_profile(high=670):
             stop(pa)
             perf_report(f"{bench.RUN}/add-{tag}-all.perf", f"{OUT}/profile-add-{tag}-all.txt",
                         ["--sort", "comm,sym"])
-            line = (f"[{tag}] endpoints before: {before}; ADD wall p50 (unprofiled, 120 ADDs) "
-                    f"{sorted(t)[60] * 1e3:.2f} ms; netd CPU per ADD unprofiled "
+            line = (f"[{tag}] endpoints before: {before}; ADD wall p50 (unprofiled, "
+                    f"{TIMED_ADDS} ADDs) {statistics.median(t) * 1e3:.2f} ms; "
+                    f"netd CPU per ADD unprofiled "
                     f"{run_ms:.2f} ms ({run_ms * user_share:.2f} user + "
                     f"{run_ms * (1 - user_share):.2f} system); "
                     f"under perf ({PROFILED_ADDS} ADDs) "
-                    f"{(c1 - c0) / bench.CLK * 1e3 / PROFILED_ADDS:.2f} ms; netlink per ADD: "
+                    f"{(r1 - r0) / 1e6 / PROFILED_ADDS:.2f} ms; netlink per ADD: "
                     + ", ".join(f"{k} {v:.0f}" for k, v in sorted(nl.items())))
             print(line)
             summary.append(line)
