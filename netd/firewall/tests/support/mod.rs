@@ -5,7 +5,7 @@
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -251,77 +251,85 @@ pub fn tcp_ask(ns: &Netns, dst: SocketAddr, src: Option<IpAddr>) -> Result<Socke
 }
 
 fn socket2_connect(dst: SocketAddr, src: Option<IpAddr>) -> Result<TcpStream, String> {
-    match src {
-        None => {
-            TcpStream::connect_timeout(&dst, Duration::from_millis(1500)).map_err(|e| e.to_string())
-        }
-        Some(src) => {
-            // std has no bind-before-connect: use libc for the spoof tests.
-            let domain = if src.is_ipv4() {
-                libc::AF_INET
-            } else {
-                libc::AF_INET6
-            };
-            // SAFETY: plain socket calls with valid sockaddr buffers.
-            unsafe {
-                let fd = libc::socket(domain, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
-                assert!(fd >= 0);
-                let stream = <TcpStream as std::os::fd::FromRawFd>::from_raw_fd(fd);
-                let tv = libc::timeval {
-                    tv_sec: 1,
-                    tv_usec: 500_000,
-                };
-                libc::setsockopt(
-                    fd,
-                    libc::SOL_SOCKET,
-                    libc::SO_SNDTIMEO,
-                    (&tv as *const libc::timeval).cast(),
-                    std::mem::size_of::<libc::timeval>() as u32,
-                );
-                let (sa, len) = sockaddr(SocketAddr::new(src, 0));
-                if libc::bind(fd, (&sa as *const libc::sockaddr_storage).cast(), len) != 0 {
-                    return Err(format!("bind: {}", std::io::Error::last_os_error()));
-                }
-                let (da, len) = sockaddr(dst);
-                if libc::connect(fd, (&da as *const libc::sockaddr_storage).cast(), len) != 0 {
-                    return Err(format!("connect: {}", std::io::Error::last_os_error()));
-                }
-                Ok(stream)
-            }
-        }
+    let Some(src) = src else {
+        return TcpStream::connect_timeout(&dst, Duration::from_millis(1500))
+            .map_err(|e| e.to_string());
+    };
+    // std has no bind-before-connect: the spoof tests bind first, then connect.
+    let tv = libc::timeval {
+        tv_sec: 1,
+        tv_usec: 500_000,
+    };
+    let fd = bound_socket(
+        libc::SOCK_STREAM,
+        SocketAddr::new(src, 0),
+        libc::SO_SNDTIMEO,
+        &tv,
+    )
+    .map_err(|e| format!("binding {src}: {e}"))?;
+    let (da, len) = sockaddr(dst);
+    // SAFETY: a valid sockaddr buffer of `len` bytes on a socket we own.
+    if unsafe {
+        libc::connect(
+            fd.as_raw_fd(),
+            (&da as *const libc::sockaddr_storage).cast(),
+            len,
+        )
+    } != 0
+    {
+        return Err(format!("connect: {}", std::io::Error::last_os_error()));
     }
+    Ok(TcpStream::from(fd))
 }
 
 /// A UDP socket bound to `addr` with `SO_REUSEADDR`, so a test can send from the port a
 /// socket it just closed used: a process spawned by a parallel test holds every open
 /// descriptor between its fork and exec, and kept the closed one bound (CI saw EADDRINUSE).
 fn udp_bind(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+    let on: libc::c_int = 1;
+    bound_socket(libc::SOCK_DGRAM, addr, libc::SO_REUSEADDR, &on).map(UdpSocket::from)
+}
+
+/// A new socket of `kind` with the socket-level option `opt` set to `value`, bound to `addr`.
+fn bound_socket<T>(
+    kind: libc::c_int,
+    addr: SocketAddr,
+    opt: libc::c_int,
+    value: &T,
+) -> std::io::Result<OwnedFd> {
     let domain = if addr.is_ipv4() {
         libc::AF_INET
     } else {
         libc::AF_INET6
     };
-    // SAFETY: plain socket calls with a valid sockaddr buffer; the descriptor is owned by the
-    // returned socket from the moment it exists.
+    // SAFETY: plain socket calls with valid buffers; the descriptor is owned from the moment
+    // it exists, so every error path closes it.
     unsafe {
-        let fd = libc::socket(domain, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        let fd = libc::socket(domain, kind | libc::SOCK_CLOEXEC, 0);
         if fd < 0 {
             return Err(std::io::Error::last_os_error());
         }
-        let sock = <UdpSocket as std::os::fd::FromRawFd>::from_raw_fd(fd);
-        let on: libc::c_int = 1;
-        libc::setsockopt(
-            fd,
+        let fd = OwnedFd::from_raw_fd(fd);
+        if libc::setsockopt(
+            fd.as_raw_fd(),
             libc::SOL_SOCKET,
-            libc::SO_REUSEADDR,
-            (&on as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as u32,
-        );
-        let (sa, len) = sockaddr(addr);
-        if libc::bind(fd, (&sa as *const libc::sockaddr_storage).cast(), len) != 0 {
+            opt,
+            (value as *const T).cast(),
+            std::mem::size_of::<T>() as u32,
+        ) != 0
+        {
             return Err(std::io::Error::last_os_error());
         }
-        Ok(sock)
+        let (sa, len) = sockaddr(addr);
+        if libc::bind(
+            fd.as_raw_fd(),
+            (&sa as *const libc::sockaddr_storage).cast(),
+            len,
+        ) != 0
+        {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(fd)
     }
 }
 
