@@ -337,15 +337,20 @@ fn spoofed_source_ip_or_mac_is_dropped() {
     );
     // the sibling's MAC: everything from the port is dropped, also with the right IP
     ca.ip(&["link", "set", "eth0", "address", "02:00:00:00:00:0b"]);
-    let before = on_gw.seen().len();
     udp_send(ca, sa("10.18.0.2:4002"), gw);
     assert!(tcp_ask(ca, sa("10.18.0.3:8000"), None).is_err());
     ca.ip(&["link", "set", "eth0", "address", "02:00:00:00:00:0a"]);
     assert!(honest_arrives(&on_gw, gw));
+    // Judged by the source port, not by a count: the echo server may still be reading the
+    // honest burst when the first of it is seen.
     assert_eq!(
-        on_gw.seen().len(),
-        before + 3,
-        "only the honest datagrams after the MAC change"
+        on_gw
+            .seen()
+            .into_iter()
+            .filter(|p| p.port() == 4002)
+            .collect::<Vec<_>>(),
+        vec![],
+        "datagrams sent with the sibling's MAC reached the gateway"
     );
     // a MAC nobody owns (what a chained `tuning` plugin sets) keeps working with its own IP
     ca.ip(&["link", "set", "eth0", "address", "02:00:00:00:00:66"]);
