@@ -13,7 +13,7 @@ mod support;
 
 use std::time::Duration;
 
-use netd_tests::{wait_for, Host};
+use netd_tests::{soon, wait_for, Host};
 use serde_json::{json, Value};
 use support::*;
 
@@ -286,7 +286,7 @@ fn podman_containers_get_netd_addresses_connect_and_leave_nothing() {
     assert_clean(&h, "front", "nd-front", &[web_ip, web_ip2, db_ip]);
     assert_clean(&h, "back", "nd-back", &[back_ip]);
     assert!(
-        h.ns.links().iter().all(|l| !l.starts_with("ndv")),
+        soon(|| h.ns.links().iter().all(|l| !l.starts_with("ndv"))),
         "host veths left: {:?}",
         h.ns.links()
     );

@@ -76,6 +76,13 @@ pub fn wait_for<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<
     }
 }
 
+/// Whether `cond` holds within 5 s, polled: for what a detach leaves to netd's reaper (the
+/// veth pair of a detached endpoint is down and off its bridge at once, and deleted with the
+/// other retired ones in the reaper's next batch, a few milliseconds later).
+pub fn soon(mut cond: impl FnMut() -> bool) -> bool {
+    wait_for(Duration::from_secs(5), || cond().then_some(())).is_some()
+}
+
 /// A named network namespace (`ip netns add`), deleted on drop.
 #[derive(Debug)]
 pub struct Netns {

@@ -137,7 +137,14 @@ impl Daemon {
         // Refuse a taken interface name before any lease is taken (the first attachment of that
         // name stays untouched).
         let cont = Netlink::in_netns(&ns)?;
-        if cont.link_by_name(&ifname).await?.is_some() {
+        // A detach of this name a moment ago left the interface to the reaper: take it now
+        // (if the reaper is at it already, the flush waits behind it on the same socket).
+        let mut taken = cont.link_by_name(&ifname).await?.is_some();
+        if taken {
+            self.flush_retired().await;
+            taken = cont.link_by_name(&ifname).await?.is_some();
+        }
+        if taken {
             return Err(DaemonError::InterfaceExists {
                 network: network.to_string(),
                 container_id: req.container_id.clone(),
@@ -217,6 +224,8 @@ impl Daemon {
                 if let Err(re) = self.teardown_endpoint(&st, rec).await {
                     warn!(network, cause = %re, "rollback incomplete");
                 }
+                // A failed attach leaves nothing behind by the time it answers.
+                self.flush_retired().await;
                 Err(e)
             }
         }
@@ -390,8 +399,9 @@ impl Daemon {
     }
 
     /// Undoes an endpoint: plugs, veth (gone with its namespace is fine), then lease and record.
-    /// Keeps going past failures and reports them together; the lease is kept only while the
-    /// veth could not be removed, so a retry can finish the job.
+    /// The veth is retired (down at once, deleted in the reaper's next batch). Keeps going
+    /// past failures and reports them together; the lease is kept only while the veth could
+    /// not be retired, so a retry can finish the job.
     pub(crate) async fn teardown_endpoint(
         &self,
         st: &NetState,
@@ -399,7 +409,7 @@ impl Daemon {
     ) -> Result<(), DaemonError> {
         let mut errors = Vec::new();
         self.plug_endpoint_down(&st.net, &rec).await;
-        if let Err(e) = self.host().delete_link(&rec.endpoint.host_veth).await {
+        if let Err(e) = self.host().retire_link(&rec.endpoint.host_veth).await {
             errors.push(DaemonError::from(e));
         }
         crate::failpoint::hit("detach-after-veth");

@@ -177,6 +177,15 @@ impl Daemon {
         &self.inner.host
     }
 
+    /// Deletes the retired veths now (see [`Netlink::retire_link`]); whether there were any.
+    /// A failure is only logged: the reaper tries again at the next retirement.
+    pub(crate) async fn flush_retired(&self) -> bool {
+        self.host().flush_retired().await.unwrap_or_else(|e| {
+            tracing::warn!(cause = %e, "deleting retired interfaces failed");
+            false
+        })
+    }
+
     pub(crate) fn net_state(&self, name: &str) -> Result<Arc<NetState>, DaemonError> {
         self.inner
             .networks
@@ -197,11 +206,13 @@ impl Daemon {
             .collect()
     }
 
-    /// Stops DNS listeners (kernel state and firewall tables stay in place).
+    /// Stops DNS listeners and deletes retired veths (the endpoints' kernel state and the
+    /// firewall tables stay in place).
     pub async fn shutdown(&self) {
         if let Some(dns) = &self.inner.dns {
             dns.shutdown().await;
         }
+        self.flush_retired().await;
         self.inner.drift_watch.lock().expect("drift lock").take();
     }
 

@@ -336,6 +336,8 @@ impl Daemon {
         if !errors.is_empty() {
             return Err(DaemonError::Many(errors));
         }
+        // The endpoints' veths go in one batch, before the bridge.
+        self.flush_retired().await;
         self.plug_network_down(&st.net).await;
         if let Err(e) = self.host().delete_link(&st.net.bridge).await {
             return Err(e.into());

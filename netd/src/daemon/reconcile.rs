@@ -27,6 +27,10 @@ impl Daemon {
     /// Loads the store, brings every network up (recreating missing bridges), forgets
     /// endpoints whose namespace or veth is gone, and removes orphan veths on our bridges.
     pub(crate) async fn reconcile(&self) -> Result<(), DaemonError> {
+        // Retired veths are condemned, whatever their records say (a crash between retiring a
+        // veth and forgetting its endpoint): gone first, so nothing below puts them back on a
+        // bridge, and their endpoints fail the check below and are released.
+        self.flush_retired().await;
         let store = self.store().clone();
         let snap = blocking(move || store.load()).await??;
         for net in snap.networks {
@@ -63,7 +67,10 @@ impl Daemon {
                 warn!(cause = %e, "releasing dead endpoint failed");
             }
         }
-        self.remove_orphan_veths(&live).await
+        self.remove_orphan_veths(&live).await?;
+        // What start-up retired goes in one batch.
+        self.flush_retired().await;
+        Ok(())
     }
 
     /// Deletes host veths netd created (`ndv*`, derived from endpoint keys) that no live
@@ -72,7 +79,7 @@ impl Daemon {
         for link in self.host().links().await? {
             if link.name.starts_with(VETH_PREFIX) && !live.contains(&link.name) {
                 info!(veth = %link.name, "removing orphan veth");
-                if let Err(e) = self.host().delete_link(&link.name).await {
+                if let Err(e) = self.host().retire_link(&link.name).await {
                     warn!(veth = %link.name, cause = %e, "removing orphan veth failed");
                 }
             }

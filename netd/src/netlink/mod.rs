@@ -2,9 +2,11 @@
 //! socket was opened in; everything here is kernel plumbing and knows nothing of the API.
 
 mod error;
+mod graveyard;
 mod ops;
 
 pub use error::NetlinkError;
+pub use graveyard::RETIRED_GROUP;
 pub use ops::{BridgeSpec, LinkInfo, Netlink, RouteEntry, VethSpec};
 
 /// Turns IPv6 off on an interface of the calling thread's namespace, before it goes up.

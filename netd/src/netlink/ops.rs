@@ -25,6 +25,7 @@ use rtnetlink::proto::Connection;
 use rtnetlink::sys::AsyncSocket;
 use tokio::sync::Semaphore;
 
+use super::graveyard::{Graveyard, RETIRED_GROUP};
 use super::NetlinkError;
 use crate::netns::Netns;
 
@@ -104,6 +105,8 @@ pub struct Netlink {
     limit: Arc<Semaphore>,
     /// Where interface deletions go, if not through `handle` (see [`Netlink::current`]).
     deleter: Option<Arc<Netlink>>,
+    /// Deletes retired interfaces in bulk (see [`Netlink::retire_link`]).
+    graveyard: Option<Arc<Graveyard>>,
 }
 
 /// Requests one socket may have in flight.
@@ -141,8 +144,10 @@ impl Netlink {
     pub fn current() -> Result<Netlink, NetlinkError> {
         let (conn, handle) = open_connection()?;
         tokio::spawn(conn);
+        let deleter = Arc::new(Netlink::on_own_thread("netd-netlink-del")?);
         Ok(Netlink {
-            deleter: Some(Arc::new(Netlink::on_own_thread("netd-netlink-del")?)),
+            graveyard: Some(Arc::new(Graveyard::start(deleter.clone()))),
+            deleter: Some(deleter),
             ..Netlink::with(handle)
         })
     }
@@ -199,6 +204,7 @@ impl Netlink {
             handle,
             limit: Arc::new(Semaphore::new(IN_FLIGHT)),
             deleter: None,
+            graveyard: None,
         }
     }
 
@@ -443,6 +449,54 @@ impl Netlink {
         let del = nl.handle.link().del(link.index).execute();
         nl.req_tolerating("deleting interface", name, ENODEV, del)
             .await
+    }
+
+    /// Cuts an interface off at once and leaves its deletion to the reaper, which deletes
+    /// everything retired in one batch: the interface goes down, leaves its bridge (its port
+    /// and forwarding entries go now) and joins [`RETIRED_GROUP`]. `false` when it did not
+    /// exist. A socket without a reaper (in a container namespace) deletes at once.
+    pub async fn retire_link(&self, name: &str) -> Result<bool, NetlinkError> {
+        let Some(graveyard) = &self.graveyard else {
+            return self.delete_link(name).await;
+        };
+        let msg = LinkUnspec::new_with_name(name)
+            .down()
+            .nocontroller()
+            .link_group(RETIRED_GROUP)
+            .build();
+        let set = self.handle.link().set(msg).execute();
+        let retired = self
+            .req_tolerating("retiring interface", name, ENODEV, set)
+            .await?;
+        if retired {
+            graveyard.wake();
+        }
+        Ok(retired)
+    }
+
+    /// Deletes every retired interface now, in one batch: for callers that need their names
+    /// (or their bridge ports) back before the reaper comes by. `false` when there was none.
+    pub async fn flush_retired(&self) -> Result<bool, NetlinkError> {
+        self.deleter
+            .as_deref()
+            .unwrap_or(self)
+            .delete_group(RETIRED_GROUP)
+            .await
+    }
+
+    /// Deletes every interface of link group `group` in one batch; `false` when it had none.
+    pub(super) async fn delete_group(&self, group: u32) -> Result<bool, NetlinkError> {
+        let mut del = self.handle.link().del(0);
+        del.message_mut()
+            .attributes
+            .push(LinkAttribute::Group(group));
+        self.req_tolerating(
+            "deleting retired interfaces",
+            format!("link group {group:#x}"),
+            ENODEV,
+            del.execute(),
+        )
+        .await
     }
 
     /// Adds a default route via `gateway` out of interface `index` with `metric`. A container
