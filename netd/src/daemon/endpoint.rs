@@ -398,18 +398,21 @@ impl Daemon {
         Ok(())
     }
 
-    /// Undoes an endpoint: plugs, veth (gone with its namespace is fine), then lease and record.
-    /// The veth is retired (down at once, deleted in the reaper's next batch). Keeps going
-    /// past failures and reports them together; the lease is kept only while the veth could
-    /// not be retired, so a retry can finish the job.
+    /// Undoes an endpoint: plugs and veth together (gone with its namespace is fine), then
+    /// lease and record. The veth is retired (down and off the bridge at once, deleted in the
+    /// reaper's next batch). Keeps going past failures and reports them together; the lease is
+    /// kept only while the veth could not be retired, so a retry can finish the job.
     pub(crate) async fn teardown_endpoint(
         &self,
         st: &NetState,
         rec: EndpointRecord,
     ) -> Result<(), DaemonError> {
         let mut errors = Vec::new();
-        self.plug_endpoint_down(&st.net, &rec).await;
-        if let Err(e) = self.host().retire_link(&rec.endpoint.host_veth).await {
+        let (retired, ()) = tokio::join!(
+            self.host().retire_link(&rec.endpoint.host_veth),
+            self.plug_endpoint_down(&st.net, &rec)
+        );
+        if let Err(e) = retired {
             errors.push(DaemonError::from(e));
         }
         crate::failpoint::hit("detach-after-veth");
