@@ -51,24 +51,13 @@ def run_pass(builds, pools, n, gap, offset, par=1, op="add"):
     return times
 
 
-def thread_ns(pid):
-    """CPU time of a process's live threads so far (schedstat, ns)."""
-    total = 0
-    for t in os.listdir(f"/proc/{pid}/task"):
-        try:
-            total += int(open(f"/proc/{pid}/task/{t}/schedstat").read().split()[0])
-        except (OSError, ValueError):
-            pass  # a thread that just exited
-    return total
-
-
 def veths_left(b):
     out = bench.sh(["ip", "-n", b.host, "-o", "link", "show"], check=False)
     return sum(1 for line in out.splitlines() if ": ndv" in line)
 
 
 def del_pass(builds, pools, n, gap, offset, par):
-    cpu0 = {b.name: thread_ns(bench.netd_pid(b.proc)) for b in builds}
+    cpu0 = {b.name: bench.thread_cpu_ns(bench.netd_pid(b.proc)) for b in builds}
     times = run_pass(builds, pools, n, gap, offset, par, op="delete")
     t0, drained = time.time(), {}
     while len(drained) < len(builds) and time.time() - t0 < 30:
@@ -76,7 +65,8 @@ def del_pass(builds, pools, n, gap, offset, par):
             if b.name not in drained and veths_left(b) == 0:
                 drained[b.name] = (time.time() - t0) * 1e3
         time.sleep(0.005)
-    cpu = {b.name: (thread_ns(bench.netd_pid(b.proc)) - cpu0[b.name]) / 1e6 / n for b in builds}
+    cpu = {b.name: (bench.thread_cpu_ns(bench.netd_pid(b.proc)) - cpu0[b.name]) / 1e6 / n
+           for b in builds}
     return times, cpu, drained
 
 

@@ -135,6 +135,18 @@ def proc_cpu_ticks(pid):
     return int(f[11]) + int(f[12])  # utime + stime (fields 14, 15)
 
 
+def thread_cpu_ns(pid):
+    """Run time of a process's live threads so far, in ns (their schedstat: exact, where the
+    clock-tick counts of /proc/PID/stat are not)."""
+    total = 0
+    for t in os.listdir(f"/proc/{pid}/task"):
+        try:
+            total += int(open(f"/proc/{pid}/task/{t}/schedstat").read().split()[0])
+        except (OSError, ValueError):
+            pass  # a thread that just exited
+    return total
+
+
 def proc_rss_kb(pid):
     for line in open(f"/proc/{pid}/status"):
         if line.startswith("VmRSS:"):

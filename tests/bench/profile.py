@@ -65,13 +65,7 @@ def cpu_split(pid):
     ticks; the threads' schedstat run times are exact, so they give the total and the ticks
     only the split."""
     f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-    ns = 0
-    for t in os.listdir(f"/proc/{pid}/task"):
-        try:
-            ns += int(open(f"/proc/{pid}/task/{t}/schedstat").read().split()[0])
-        except (OSError, ValueError):
-            pass  # a thread that just exited
-    return int(f[11]), int(f[12]), ns
+    return int(f[11]), int(f[12]), bench.thread_cpu_ns(pid)
 
 
 def stop(p):

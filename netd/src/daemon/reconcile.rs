@@ -24,8 +24,8 @@ fn netns_alive(rec: &EndpointRecord) -> bool {
 }
 
 impl Daemon {
-    /// Loads the store, brings every network up (recreating missing bridges), forgets
-    /// endpoints whose namespace or veth is gone, and removes orphan veths on our bridges.
+    /// Deletes retired veths, loads the store, brings every network up (recreating missing
+    /// bridges), forgets endpoints whose namespace or veth is gone, and removes orphan veths.
     pub(crate) async fn reconcile(&self) -> Result<(), DaemonError> {
         // Retired veths are condemned, whatever their records say (a crash between retiring a
         // veth and forgetting its endpoint): gone first, so nothing below puts them back on a
