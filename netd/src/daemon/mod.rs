@@ -177,13 +177,12 @@ impl Daemon {
         &self.inner.host
     }
 
-    /// Deletes the retired veths now (see [`Netlink::retire_link`]); whether there were any.
-    /// A failure is only logged: the reaper tries again at the next retirement.
-    pub(crate) async fn flush_retired(&self) -> bool {
-        self.host().flush_retired().await.unwrap_or_else(|e| {
+    /// Deletes the retired veths now (see [`Netlink::retire_link`]). A failure is only
+    /// logged: the reaper tries again at the next retirement.
+    pub(crate) async fn flush_retired(&self) {
+        if let Err(e) = self.host().flush_retired().await {
             tracing::warn!(cause = %e, "deleting retired interfaces failed");
-            false
-        })
+        }
     }
 
     pub(crate) fn net_state(&self, name: &str) -> Result<Arc<NetState>, DaemonError> {

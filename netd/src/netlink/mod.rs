@@ -6,7 +6,6 @@ mod graveyard;
 mod ops;
 
 pub use error::NetlinkError;
-pub use graveyard::RETIRED_GROUP;
 pub use ops::{BridgeSpec, LinkInfo, Netlink, RouteEntry, VethSpec};
 
 /// Turns IPv6 off on an interface of the calling thread's namespace, before it goes up.

@@ -475,8 +475,8 @@ impl Netlink {
     }
 
     /// Deletes every retired interface now, in one batch: for callers that need their names
-    /// (or their bridge ports) back before the reaper comes by. `false` when there was none.
-    pub async fn flush_retired(&self) -> Result<bool, NetlinkError> {
+    /// back before the reaper comes by.
+    pub async fn flush_retired(&self) -> Result<(), NetlinkError> {
         self.deleter
             .as_deref()
             .unwrap_or(self)
@@ -484,8 +484,8 @@ impl Netlink {
             .await
     }
 
-    /// Deletes every interface of link group `group` in one batch; `false` when it had none.
-    pub(super) async fn delete_group(&self, group: u32) -> Result<bool, NetlinkError> {
+    /// Deletes every interface of link group `group` in one batch (none is fine).
+    pub(super) async fn delete_group(&self, group: u32) -> Result<(), NetlinkError> {
         let mut del = self.handle.link().del(0);
         del.message_mut()
             .attributes
@@ -497,6 +497,7 @@ impl Netlink {
             del.execute(),
         )
         .await
+        .map(drop)
     }
 
     /// Adds a default route via `gateway` out of interface `index` with `metric`. A container
