@@ -116,6 +116,7 @@ impl Daemon {
         // then finds it taken, instead of racing for the same interface names.
         let key_lock = self.key_lock(&key);
         let _key_guard = key_lock.lock().await;
+        let _turn = self.take_turn().await;
         let host_veth = names::host_veth_name(network, &req.container_id, &ifname);
         let mac = match &req.mac {
             Some(m) => names::parse_mac(m)?,
@@ -444,6 +445,7 @@ impl Daemon {
         let key = endpoint_key(network, container_id, ifname);
         let key_lock = self.key_lock(&key);
         let _key_guard = key_lock.lock().await;
+        let _turn = self.take_turn().await;
         let store = self.store().clone();
         let k = key.clone();
         let Some(rec) = blocking(move || store.endpoint(&k)).await?? else {

@@ -8,6 +8,7 @@ mod error;
 mod network;
 mod plugs;
 mod reconcile;
+mod turns;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -93,6 +94,8 @@ struct Inner {
     key_locks: std::sync::Mutex<
         std::collections::HashMap<String, std::sync::Weak<tokio::sync::Mutex<()>>>,
     >,
+    /// Attaches that arrive together run in arrival order (see [`turns`]).
+    turns: turns::Turns,
 }
 
 /// Seconds since the Unix epoch.
@@ -140,6 +143,7 @@ impl Daemon {
                 starting: std::sync::atomic::AtomicBool::new(true),
                 drift_watch: std::sync::Mutex::new(None),
                 key_locks: std::sync::Mutex::new(std::collections::HashMap::new()),
+                turns: turns::Turns::new(),
             }),
         };
         daemon.reconcile().await?;
@@ -167,6 +171,11 @@ impl Daemon {
         let lock = Arc::new(tokio::sync::Mutex::new(()));
         map.insert(key.to_string(), Arc::downgrade(&lock));
         lock
+    }
+
+    /// Waits for this operation's turn on netd's thread (see [`turns`]).
+    pub(crate) async fn take_turn(&self) -> turns::Turn {
+        self.inner.turns.take().await
     }
 
     pub(crate) fn store(&self) -> &Store {
