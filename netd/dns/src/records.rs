@@ -64,6 +64,10 @@ pub(crate) struct NetRecords {
     /// PTR target of an address (its first holder's container name in the network zone) is
     /// built when asked: kept as an index of hickory `Name`s it cost 210 bytes per address.
     by_ip: OrdMap<IpAddr, Holders>,
+    /// How many names of the endpoints contain a dot. Without any, a dotted query name can
+    /// only be `name.<network>` or `name.<domain>`, and its lookup as a bare name is skipped:
+    /// it cost every such query a second hash and B-tree walk.
+    dotted: usize,
 }
 
 /// Lowercases a name and strips one trailing dot, the form every index key uses.
@@ -124,6 +128,7 @@ impl NetRecords {
             endpoints: OrdMap::new(),
             holders: OrdMap::new(),
             by_ip: OrdMap::new(),
+            dotted: 0,
         };
         this.reindex();
         this
@@ -160,6 +165,7 @@ impl NetRecords {
     /// Adds the name and address entries of endpoint `ep`.
     fn index(&mut self, ep: &Arc<EndpointDns>) {
         for name in &ep.names {
+            self.dotted += usize::from(name.contains('.'));
             let hash = name_hash(name);
             let next = match self.holders.get(&hash) {
                 Some(h) => h.with(ep),
@@ -180,6 +186,7 @@ impl NetRecords {
     /// `endpoints`).
     fn unindex(&mut self, key: &str, ep: &EndpointDns) {
         for name in &ep.names {
+            self.dotted -= usize::from(name.contains('.'));
             let hash = name_hash(name);
             if let Some(h) = self.holders.get(&hash) {
                 match h.without(key) {
@@ -222,6 +229,7 @@ impl NetRecords {
     fn reindex(&mut self) {
         self.holders = OrdMap::new();
         self.by_ip = OrdMap::new();
+        self.dotted = 0;
         let eps: Vec<Arc<EndpointDns>> = self.endpoints.values().cloned().collect();
         for ep in &eps {
             self.index(ep);
@@ -238,8 +246,9 @@ impl NetRecords {
                 .and_then(|n| n.strip_suffix('.'))
                 .filter(|n| !n.is_empty())
         };
+        let as_is = (self.dotted > 0 || !name.contains('.')).then_some(name);
         let mut found = [
-            Some(name),
+            as_is,
             strip(&self.zone),
             self.domain.as_deref().and_then(strip),
         ]
@@ -268,15 +277,13 @@ impl NetRecords {
         &'a self,
         bare: &'a str,
     ) -> Option<impl Iterator<Item = &'a Arc<EndpointDns>> + Clone + 'a> {
-        let eps = self
-            .holders
-            .get(&name_hash(bare))?
-            .as_slice()
-            .iter()
-            // Another name with the same hash may share the entry.
-            .filter(move |ep| ep.names.iter().any(|n| n == bare));
-        eps.clone().next()?;
-        Some(eps)
+        let holds = move |ep: &Arc<EndpointDns>| ep.names.iter().any(|n| n == bare);
+        let all = self.holders.get(&name_hash(bare))?.as_slice();
+        // Another name with the same hash may share the entry; the first true holder is
+        // checked once, here, and the iterator starts at it.
+        let first = all.iter().position(holds)?;
+        let (head, rest) = all[first..].split_first()?;
+        Some(std::iter::once(head).chain(rest.iter().filter(move |ep| holds(ep))))
     }
 
     /// Appends the addresses of the endpoints `eps` (in that order, skipping ones already in
@@ -669,7 +676,11 @@ mod tests {
                 for (add, key, names, addrs) in ops {
                     let key = format!("k{key}");
                     if add {
-                        let names: Vec<String> = names.iter().map(|n| format!("Name{n}")).collect();
+                        // Name4.n is also the zone form of Name4: both must answer it.
+                        let names: Vec<String> = names
+                            .iter()
+                            .map(|n| if *n == 4 { "Name4.n".into() } else { format!("Name{n}") })
+                            .collect();
                         let addrs: Vec<IpAddr> =
                             addrs.iter().map(|a| format!("10.9.0.{}", a + 2).parse().unwrap()).collect();
                         recs = recs.with_endpoint(EndpointDns { key, names, addrs });
@@ -680,6 +691,7 @@ mod tests {
                     fresh.reindex();
                     prop_assert_eq!(&recs.by_ip, &fresh.by_ip);
                     prop_assert_eq!(&recs.holders, &fresh.holders);
+                    prop_assert_eq!(recs.dotted, fresh.dotted);
                     // An independent oracle: the straightforward definition of each index.
                     let mut names: std::collections::HashMap<String, Vec<IpAddr>> = Default::default();
                     let mut by_ip: std::collections::HashMap<IpAddr, Vec<String>> = Default::default();
