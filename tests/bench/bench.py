@@ -1155,7 +1155,7 @@ def main():
     else:
         a.cni_n, a.cni_window, a.cni_modes, a.cni_ports = 1000, 100, ["seq", "par8"], [False, True]
         a.cni_time_limit = a.cni_time_limit or 2400
-        a.dns_endpoints, a.dns_names_per_ep, a.dns_reps, a.dns_dur = 1000, [1, 10], 2, 4
+        a.dns_endpoints, a.dns_names_per_ep, a.dns_reps, a.dns_dur = 1000, [1, 10], 4, 4
         a.dns_fixed_dur, a.dns_rate, a.dns_settle = 3, 2000, 10
         a.iperf_dur, a.iperf_reps, a.conn_dur, a.conn_reps = 4, 4, 3, 4
         a.floor_n = 1000
