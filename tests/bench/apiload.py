@@ -1,0 +1,86 @@
+#!/usr/bin/python3
+"""API latency under DNS load: `netctl connect` of two netd builds, idle and while dnsperf
+saturates the same daemon's DNS server, alternating the builds in one run.
+
+Usage (root): tests/bench/apiload.py OLD_NETD NEW_NETD [--reps 4] [--per 15] [--endpoints 800]
+
+netd serves the API and DNS on one thread; this shows what a burst of DNS queries does to an
+attach. Each build gets dnsab.py's setup (its own host, client and filler namespaces; a network
+of N endpoints × 10 names; daemon on core 1, dnsperf on core 0). Per repetition and build:
+`--per` connects with nothing else running, then `--per` connects while dnsperf sends A
+queries at saturation. Prints p50 / p90 / max per build and state. The connects add endpoints,
+so endpoints + 2 × reps × per must stay below a bridge's 1,023 ports. Everything it creates is
+removed on exit (namespaces ndb-d*).
+"""
+import argparse
+import os
+import shutil
+import statistics
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bench  # noqa: E402
+import dnsab  # noqa: E402
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("old")
+    ap.add_argument("new")
+    ap.add_argument("--reps", type=int, default=4)
+    ap.add_argument("--per", type=int, default=15)
+    ap.add_argument("--endpoints", type=int, default=800)
+    a = ap.parse_args()
+    if a.endpoints + 2 * a.reps * a.per > 1023:
+        sys.exit("endpoints + 2 x reps x per must stay below a bridge's 1,023 ports")
+    servers = [dnsab.Server("a", a.old), dnsab.Server("b", a.new)]
+    all_ns = [ns for s in servers for ns in s.namespaces()]
+    try:
+        bench.netns_add_many(all_ns)
+        for s in servers:
+            s.start(a.endpoints, 10)
+        files = dnsab.queries(servers[0].dir, a.endpoints, 10)
+        bench.settle("apiload")
+        got = {(s.tag, state): [] for s in servers for state in ("idle", "load")}
+        nxt = {s.tag: a.endpoints for s in servers}
+        for rep in range(a.reps):
+            for s in (servers if rep % 2 == 0 else servers[::-1]):
+                for state in ("idle", "load"):
+                    load = None
+                    if state == "load":
+                        # dnsperf runs 4 s; the connects start once it is at full rate.
+                        load = threading.Thread(target=bench.dnsperf, args=(53, files["A"], 4),
+                                                kwargs={"ns": s.cli})
+                        load.start()
+                        time.sleep(0.7)
+                    for _ in range(a.per):
+                        i = nxt[s.tag]
+                        nxt[s.tag] += 1
+                        t0 = time.perf_counter()
+                        bench.dns_attach(s.ctl, i, 1, s.cli, s.fill, "--ip", dnsab.addr(i))
+                        got[(s.tag, state)].append((time.perf_counter() - t0) * 1e3)
+                        time.sleep(0.1)
+                    if load:
+                        load.join()
+        print(f"netctl connect (ms) with {a.endpoints} endpoints x 10 names, "
+              f"{a.reps} x {a.per} per build and state")
+        for s in servers:
+            for state in ("idle", "load"):
+                xs = sorted(got[(s.tag, state)])
+                print(f"  {os.path.basename(s.binary):16} {state:5} p50 {statistics.median(xs):6.2f}"
+                      f"  p90 {xs[int(len(xs) * 0.9)]:6.2f}  max {xs[-1]:6.2f}")
+    finally:
+        for s in servers:
+            try:
+                s.stop()
+            except Exception:  # noqa: BLE001 - cleanup must go on
+                pass
+            bench.kill_netns_procs(s.host)
+            shutil.rmtree(s.dir, ignore_errors=True)
+        bench.netns_del_many(all_ns)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
