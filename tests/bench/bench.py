@@ -1166,7 +1166,8 @@ def main():
     if a.update and os.path.exists(fn):
         # Re-run some sections into an existing result; the rest is kept.
         prev = json.load(open(fn))
-        prev.setdefault("reruns", []).append({"sections": a.only, "machine": out["machine"]})
+        prev.setdefault("reruns", []).append({"sections": a.only, "machine": out["machine"],
+                                              "versions": out["versions"]})
         out = prev
     log(f"machine {out['machine']}")
     only = a.only.split(",")
