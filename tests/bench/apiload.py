@@ -17,7 +17,6 @@ removed on exit (namespaces ndb-d*).
 """
 import argparse
 import os
-import shutil
 import statistics
 import sys
 import threading
@@ -112,14 +111,7 @@ def main():
                 print(f"  {os.path.basename(s.binary):16} {state:5} p50 {statistics.median(xs):6.2f}"
                       f"  p90 {xs[int(len(xs) * 0.9)]:6.2f}  max {xs[-1]:6.2f}")
     finally:
-        for s in servers:
-            try:
-                s.stop()
-            except Exception:  # noqa: BLE001 - cleanup must go on
-                pass
-            bench.kill_netns_procs(s.host)
-            shutil.rmtree(s.dir, ignore_errors=True)
-        bench.netns_del_many(all_ns)
+        dnsab.teardown(servers)
 
 
 if __name__ == "__main__":

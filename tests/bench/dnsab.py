@@ -64,6 +64,18 @@ class Server:
         bench.stop_proc(self.proc)
 
 
+def teardown(servers):
+    """Stops the servers and removes what they created; goes on past failures."""
+    for s in servers:
+        try:
+            s.stop()
+        except Exception:  # noqa: BLE001 - cleanup must go on
+            pass
+        bench.kill_netns_procs(s.host)
+        shutil.rmtree(s.dir, ignore_errors=True)
+    bench.netns_del_many([ns for s in servers for ns in s.namespaces()])
+
+
 def addr(i):
     """Endpoint c<i>'s address, given at attach so the PTR queries need no look-up."""
     return f"10.99.{(i + 2) // 250}.{(i + 2) % 250 + 2}"
@@ -109,14 +121,7 @@ def main():
                              f"{qps:.0f}k q/s")
             print(f"  {kind:11} " + "   ".join(cells))
     finally:
-        for s in servers:
-            try:
-                s.stop()
-            except Exception:  # noqa: BLE001 - cleanup must go on
-                pass
-            bench.kill_netns_procs(s.host)
-            shutil.rmtree(s.dir, ignore_errors=True)
-        bench.netns_del_many(all_ns)
+        teardown(servers)
 
 
 if __name__ == "__main__":
