@@ -94,7 +94,7 @@ struct Inner {
     key_locks: std::sync::Mutex<
         std::collections::HashMap<String, std::sync::Weak<tokio::sync::Mutex<()>>>,
     >,
-    /// Attaches that arrive together run in arrival order (see [`turns`]).
+    /// Attaches and detaches that arrive together run in arrival order (see [`turns`]).
     turns: turns::Turns,
 }
 
