@@ -27,6 +27,38 @@ import bench  # noqa: E402
 import dnsab  # noqa: E402
 
 
+def api_under_dns(a, servers, files):
+    """netctl connect latency, idle and while dnsperf saturates the same daemon's DNS."""
+    got = {(s.tag, state): [] for s in servers for state in ("idle", "load")}
+    nxt = {s.tag: a.endpoints for s in servers}
+    for rep in range(a.reps):
+        for s in (servers if rep % 2 == 0 else servers[::-1]):
+            for state in ("idle", "load"):
+                load = None
+                if state == "load":
+                    # dnsperf runs 4 s; the connects start once it is at full rate.
+                    load = threading.Thread(target=bench.dnsperf, args=(53, files["A"], 4),
+                                            kwargs={"ns": s.cli})
+                    load.start()
+                    time.sleep(0.7)
+                for _ in range(a.per):
+                    i = nxt[s.tag]
+                    nxt[s.tag] += 1
+                    t0 = time.perf_counter()
+                    bench.dns_attach(s.ctl, i, 1, s.cli, s.fill, "--ip", dnsab.addr(i))
+                    got[(s.tag, state)].append((time.perf_counter() - t0) * 1e3)
+                    time.sleep(0.1)
+                if load:
+                    load.join()
+    print(f"netctl connect (ms) with {a.endpoints} endpoints x 10 names, "
+          f"{a.reps} x {a.per} per build and state")
+    for s in servers:
+        for state in ("idle", "load"):
+            xs = sorted(got[(s.tag, state)])
+            print(f"  {os.path.basename(s.binary):16} {state:5} p50 {statistics.median(xs):6.2f}"
+                  f"  p90 {xs[int(len(xs) * 0.9)]:6.2f}  max {xs[-1]:6.2f}")
+
+
 def dns_under_api(a, servers, files):
     """DNS latency at a fixed rate, idle and during a stream of connects."""
     got = {(s.tag, state): [] for s in servers for state in ("idle", "api")}
@@ -72,46 +104,11 @@ def main():
         a.endpoints = min(a.endpoints, 300)
     elif a.endpoints + 2 * a.reps * a.per > 1023:
         sys.exit("endpoints + 2 x reps x per must stay below a bridge's 1,023 ports")
-    servers = [dnsab.Server("a", a.old), dnsab.Server("b", a.new)]
-    all_ns = [ns for s in servers for ns in s.namespaces()]
-    try:
-        bench.netns_add_many(all_ns)
-        for s in servers:
-            s.start(a.endpoints, 10)
-        files = dnsab.queries(servers[0].dir, a.endpoints, 10)
-        bench.settle("apiload")
+    with dnsab.serving(a.old, a.new, a.endpoints, 10, "apiload") as (servers, files):
         if a.dns_under_api:
-            return dns_under_api(a, servers, files)
-        got = {(s.tag, state): [] for s in servers for state in ("idle", "load")}
-        nxt = {s.tag: a.endpoints for s in servers}
-        for rep in range(a.reps):
-            for s in (servers if rep % 2 == 0 else servers[::-1]):
-                for state in ("idle", "load"):
-                    load = None
-                    if state == "load":
-                        # dnsperf runs 4 s; the connects start once it is at full rate.
-                        load = threading.Thread(target=bench.dnsperf, args=(53, files["A"], 4),
-                                                kwargs={"ns": s.cli})
-                        load.start()
-                        time.sleep(0.7)
-                    for _ in range(a.per):
-                        i = nxt[s.tag]
-                        nxt[s.tag] += 1
-                        t0 = time.perf_counter()
-                        bench.dns_attach(s.ctl, i, 1, s.cli, s.fill, "--ip", dnsab.addr(i))
-                        got[(s.tag, state)].append((time.perf_counter() - t0) * 1e3)
-                        time.sleep(0.1)
-                    if load:
-                        load.join()
-        print(f"netctl connect (ms) with {a.endpoints} endpoints x 10 names, "
-              f"{a.reps} x {a.per} per build and state")
-        for s in servers:
-            for state in ("idle", "load"):
-                xs = sorted(got[(s.tag, state)])
-                print(f"  {os.path.basename(s.binary):16} {state:5} p50 {statistics.median(xs):6.2f}"
-                      f"  p90 {xs[int(len(xs) * 0.9)]:6.2f}  max {xs[-1]:6.2f}")
-    finally:
-        dnsab.teardown(servers)
+            dns_under_api(a, servers, files)
+        else:
+            api_under_dns(a, servers, files)
 
 
 if __name__ == "__main__":

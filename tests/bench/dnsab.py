@@ -13,6 +13,7 @@ spread per build and kind, and the median queries/s (a change that saves CPU by 
 fewer queries in the same time shows there). Everything it creates is removed on exit (namespaces ndb-d*).
 """
 import argparse
+import contextlib
 import concurrent.futures as cf
 import os
 import shutil
@@ -64,16 +65,27 @@ class Server:
         bench.stop_proc(self.proc)
 
 
-def teardown(servers):
-    """Stops the servers and removes what they created; goes on past failures."""
-    for s in servers:
-        try:
-            s.stop()
-        except Exception:  # noqa: BLE001 - cleanup must go on
-            pass
-        bench.kill_netns_procs(s.host)
-        shutil.rmtree(s.dir, ignore_errors=True)
-    bench.netns_del_many([ns for s in servers for ns in s.namespaces()])
+@contextlib.contextmanager
+def serving(old, new, endpoints, names, label):
+    """Both builds serving a network of `endpoints` × `names` names, and the query files;
+    stops them and removes everything they created on the way out, also after a failure."""
+    servers = [Server("a", old), Server("b", new)]
+    try:
+        bench.netns_add_many([ns for s in servers for ns in s.namespaces()])
+        for s in servers:
+            s.start(endpoints, names)
+        files = queries(servers[0].dir, endpoints, names)
+        bench.settle(label)
+        yield servers, files
+    finally:
+        for s in servers:
+            try:
+                s.stop()
+            except Exception:  # noqa: BLE001 - cleanup must go on
+                pass
+            bench.kill_netns_procs(s.host)
+            shutil.rmtree(s.dir, ignore_errors=True)
+        bench.netns_del_many([ns for s in servers for ns in s.namespaces()])
 
 
 def addr(i):
@@ -97,14 +109,7 @@ def main():
     ap.add_argument("--dur", type=float, default=3)
     ap.add_argument("--kinds", default="A,AAAA_v4only,PTR,NXDOMAIN")
     a = ap.parse_args()
-    servers = [Server("a", a.old), Server("b", a.new)]
-    all_ns = [ns for s in servers for ns in s.namespaces()]
-    try:
-        bench.netns_add_many(all_ns)
-        for s in servers:
-            s.start(a.endpoints, a.names)
-        files = queries(servers[0].dir, a.endpoints, a.names)
-        bench.settle("dnsab")
+    with serving(a.old, a.new, a.endpoints, a.names, "dnsab") as (servers, files):
         print(f"{a.endpoints} endpoints x {a.names} names; server CPU per query (µs), "
               f"median (min-max) of {a.reps} runs of {a.dur:g} s, median q/s")
         for kind in a.kinds.split(","):
@@ -120,8 +125,6 @@ def main():
                              f"{statistics.median(xs):5.2f} ({min(xs):.2f}-{max(xs):.2f}) "
                              f"{qps:.0f}k q/s")
             print(f"  {kind:11} " + "   ".join(cells))
-    finally:
-        teardown(servers)
 
 
 if __name__ == "__main__":
