@@ -36,7 +36,8 @@ use crate::handler::{answer_udp_slow, answerable, Handler};
 const BATCH: usize = 64;
 /// Receive buffer per datagram, hickory's size: longer queries are cut like hickory cuts them.
 const BUF: usize = 4096;
-/// Batches handled before yielding to other tasks on this worker.
+/// Batches handled before yielding to other tasks on this worker when they come one query at
+/// a time (no pause); a batch that ends in a pause (see [`COALESCE`]) yields before it anyway.
 const BATCHES_PER_YIELD: usize = 16;
 /// A batch of at least this many queries means load: the next read waits [`COALESCE`] first.
 const COALESCE_AFTER: usize = 2;
