@@ -136,6 +136,54 @@ fn two_containers_ping_through_the_bridge() {
     assert!(h.netctl_json(&["ls"]).as_array().unwrap().is_empty());
 }
 
+/// netd's bridges do without multicast snooping (with it, every port coming up re-armed query
+/// timers on every other port, a cost growing with each container); multicast between the
+/// containers of a network still flows, flooded by the bridge.
+#[test]
+fn multicast_between_containers_flows_on_a_bridge_without_snooping() {
+    use std::net::{Ipv4Addr, UdpSocket};
+    use std::time::Duration;
+    let h = Host::start();
+    let c1 = h.container("m1");
+    let c2 = h.container("m2");
+    h.netctl_ok(&["create", "mc", "--subnet", "10.97.0.0/24"]);
+    let r1 = connect_json(&h, &["mc", "--netns", &c1.path(), "--name", "m1"]);
+    connect_json(&h, &["mc", "--netns", &c2.path(), "--name", "m2"]);
+    let link = must(h.ns.cmd(&["ip", "-d", "link", "show", "nd-mc"]));
+    assert!(link.contains("mcast_snooping 0"), "{link}");
+
+    let ip1: Ipv4Addr = first_ip(&r1["endpoint"]).parse().unwrap();
+    let group = Ipv4Addr::new(239, 1, 2, 3);
+    let (ready, joined) = std::sync::mpsc::channel();
+    let receiver = c1.thread(move || {
+        let s = UdpSocket::bind("0.0.0.0:4999").expect("bind");
+        s.join_multicast_v4(&group, &ip1).expect("join 239.1.2.3");
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        ready.send(()).unwrap();
+        let mut buf = [0u8; 64];
+        let (n, from) = s.recv_from(&mut buf).ok()?;
+        Some((buf[..n].to_vec(), from.ip()))
+    });
+    joined.recv().expect("receiver joined the group");
+    let sender = c2.thread(move || {
+        let s = UdpSocket::bind("0.0.0.0:0").expect("bind");
+        // A few tries: the first may leave before the receiver's membership report.
+        for _ in 0..20 {
+            s.send_to(b"to the group", (group, 4999)).expect("send");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    });
+    let got = receiver.join().unwrap();
+    sender.join().unwrap();
+    let (payload, from) = got.expect("the multicast datagram reached the other container");
+    assert_eq!(payload, b"to the group");
+    assert_ne!(
+        from,
+        std::net::IpAddr::V4(ip1),
+        "it came from the other container"
+    );
+}
+
 #[test]
 fn subnet_range_gateway_aux_and_static_addresses() {
     let h = Host::start();

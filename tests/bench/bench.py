@@ -1097,15 +1097,16 @@ def floor_bench(args, out):
 def floor_by_population(n, window):
     """The kernel's part of an ADD as the machine fills: veth create (+ enslave) + up, the peer
     born in its container namespace, one `ip -batch` per window of containers; ms per veth by
-    window, on a bridge (MAC pinned, as netd's) and, to tell the bridge's share from the
-    namespaces' and interfaces', on no bridge at all.
+    window, on a bridge as netd's (MAC pinned, no multicast snooping), on a bridge with the
+    kernel's default multicast snooping (as the peers' bridges) and, to tell the bridge's share
+    from the namespaces' and interfaces', on no bridge at all.
 
     Whatever the bridge case grows from the first window to the last, no system that puts one
     veth per container on one bridge can avoid: it is the floor of "flat from the 1st to the
     1,000th".
     """
     out = {}
-    for case in ("bridge", "no_bridge"):
+    for case in ("bridge", "bridge_snooping", "no_bridge"):
         host = "ndb-fp-h"
         cs = [f"ndb-fp-c{i}" for i in range(n)]
         netns_add_many([host] + cs)
@@ -1113,10 +1114,11 @@ def floor_by_population(n, window):
         try:
             # As netd's host ends: no IPv6 (no link-local address, DAD or MLD per port).
             sh(ns_exec(host, ["sysctl", "-q", "-w", "net.ipv6.conf.default.disable_ipv6=1"]))
+            snooping = "1" if case == "bridge_snooping" else "0"
             sh(["ip", "-n", host, "link", "add", "br0", "address", "02:42:0a:62:00:01",
-                "type", "bridge"])
+                "type", "bridge", "mcast_snooping", snooping])
             sh(["ip", "-n", host, "link", "set", "br0", "up"])
-            master = "master br0 " if case == "bridge" else ""
+            master = "" if case == "no_bridge" else "master br0 "
             settle(f"floor by population ({case})")
             for w0 in range(0, n, window):
                 script = "".join(f"link add vf{i} {master}up type veth peer name eth0 "
