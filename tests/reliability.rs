@@ -518,3 +518,51 @@ fn detached_veths_are_cut_off_at_once_and_reaped_in_bulk() {
     assert_eq!(h.assert_consistent("g").len(), 1);
     assert!(cs[1].ping("10.86.0.1"), "the live endpoint was disturbed");
 }
+
+/// Clients that hang up right after sending their attach (a runtime killing its plugin on a
+/// timeout): each attach still finishes whole, none is left half-done, and a DEL undoes it.
+#[test]
+fn attaches_whose_clients_hang_up_finish_whole() {
+    use std::io::Write;
+    let h = Host::start();
+    h.netctl_ok(&["create", "hu", "--subnet", "10.85.0.0/24"]);
+    let cs: Vec<Netns> = (0..8).map(|i| h.container(&format!("hu{i}"))).collect();
+    // Eight at once, so that most wait for their turn after their client has gone.
+    let conns: Vec<std::os::unix::net::UnixStream> = cs
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let body = serde_json::to_vec(&attach_req(&format!("hu{i}"), c)).unwrap();
+            let mut s = std::os::unix::net::UnixStream::connect(h.socket()).expect("connect");
+            write!(
+                s,
+                "POST /v1/networks/hu/endpoints HTTP/1.1\r\nhost: netd\r\n\
+                 content-type: application/json\r\ncontent-length: {}\r\n\r\n",
+                body.len()
+            )
+            .unwrap();
+            s.write_all(&body).unwrap();
+            s
+        })
+        .collect();
+    drop(conns);
+    let client = h.client();
+    let done = netd_tests::wait_for(Duration::from_secs(20), || {
+        let n = client.inspect_network("hu").ok()?.endpoints.len();
+        (n == cs.len() && cs.iter().all(has_eth0)).then_some(())
+    });
+    assert!(done.is_some(), "not every abandoned attach finished");
+    let eps = h.assert_consistent("hu");
+    assert_eq!(eps.len(), 8);
+    for e in &eps {
+        let i: usize = e.container_id.trim_start_matches("hu").parse().unwrap();
+        assert_eq!(cs[i].addrs("eth0"), vec![e.ips[0].to_string()]);
+    }
+    let ip7 = eps.iter().find(|e| e.container_id == "hu7").unwrap().ips[0].addr();
+    assert!(cs[0].ping(&ip7.to_string()), "hu0 -> hu7");
+    for i in 0..8 {
+        client.detach("hu", &format!("hu{i}"), "eth0").unwrap();
+    }
+    assert!(h.assert_consistent("hu").is_empty());
+    assert!(soon(|| cs.iter().all(|c| !has_eth0(c))));
+}

@@ -122,7 +122,8 @@ async fn create(
     body: Result<Json<CreateNetwork>, JsonRejection>,
 ) -> Result<(StatusCode, Json<netd_api::Network>), ApiError> {
     let Json(req) = body?;
-    Ok((StatusCode::CREATED, Json(d.create_network(req).await?)))
+    let net = to_the_end(async move { d.create_network(req).await }).await?;
+    Ok((StatusCode::CREATED, Json(net)))
 }
 
 #[derive(Deserialize)]
@@ -150,7 +151,7 @@ async fn remove(
     q: Result<Query<RemoveQuery>, QueryRejection>,
 ) -> ApiResult<serde_json::Value> {
     let Query(q) = q?;
-    d.remove_network(&name, q.force).await?;
+    to_the_end(async move { d.remove_network(&name, q.force).await }).await?;
     Ok(Json(serde_json::json!({})))
 }
 
@@ -161,8 +162,20 @@ async fn attach(
 ) -> Result<(StatusCode, Json<netd_api::AttachResult>), ApiError> {
     let Json(req) = body?;
     let span = tracing::info_span!("attach", network = %name, container = %req.container_id, ifname = ?req.ifname);
-    let res = d.attach(&name, req).instrument(span).await?;
+    let res = to_the_end(async move { d.attach(&name, req).instrument(span).await }).await?;
     Ok((StatusCode::CREATED, Json(res)))
+}
+
+/// Runs an operation that changes state in a task of its own, so that it finishes even if its
+/// client hangs up: hyper drops a request's handler when it sees the connection close, and an
+/// operation dropped halfway would leave half its work behind (an attach: a stored endpoint
+/// without its veth, or a veth without its record).
+async fn to_the_end<T: Send + 'static>(
+    op: impl Future<Output = Result<T, DaemonError>> + Send + 'static,
+) -> Result<T, DaemonError> {
+    tokio::spawn(op)
+        .await
+        .map_err(|e| DaemonError::Subsystem(format!("API task failed: {e}")))?
 }
 
 async fn detach(
@@ -170,7 +183,7 @@ async fn detach(
     UrlPath((name, cid, ifname)): UrlPath<(String, String, String)>,
 ) -> ApiResult<serde_json::Value> {
     let span = tracing::info_span!("detach", network = %name, container = %cid, ifname = %ifname);
-    d.detach(&name, &cid, &ifname).instrument(span).await?;
+    to_the_end(async move { d.detach(&name, &cid, &ifname).instrument(span).await }).await?;
     Ok(Json(serde_json::json!({})))
 }
 
@@ -187,7 +200,9 @@ async fn gc(
     body: Result<Json<GcRequest>, JsonRejection>,
 ) -> ApiResult<netd_api::GcResult> {
     let Json(req) = body?;
-    Ok(Json(d.gc(&name, &req.valid).await?))
+    Ok(Json(
+        to_the_end(async move { d.gc(&name, &req.valid).await }).await?,
+    ))
 }
 
 async fn resolve(

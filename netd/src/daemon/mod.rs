@@ -110,9 +110,18 @@ pub(crate) fn now() -> u64 {
 pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, DaemonError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| DaemonError::Subsystem(format!("blocking task failed: {e}")))
+    blocking_now(f).await
+}
+
+/// Like [`blocking`], but `f` starts at once rather than when the future is first polled.
+pub(crate) fn blocking_now<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> impl std::future::Future<Output = Result<T, DaemonError>> {
+    let task = tokio::task::spawn_blocking(f);
+    async move {
+        task.await
+            .map_err(|e| DaemonError::Subsystem(format!("blocking task failed: {e}")))
+    }
 }
 
 impl Daemon {
