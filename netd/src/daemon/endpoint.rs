@@ -161,41 +161,41 @@ impl Daemon {
         let stored = {
             let store = self.store().clone();
             let st2 = st.clone();
-            let req2 = req.clone();
-            let (ifname, host_veth, network) =
-                (ifname.clone(), host_veth.clone(), network.to_string());
+            let statics = req.ips.clone();
+            let (net, cid) = (network.to_string(), req.container_id.clone());
+            let ifn = ifname.clone();
+            // The record as stored, once the transaction has chosen its addresses.
+            let template = EndpointRecord {
+                endpoint: Endpoint {
+                    network: network.to_string(),
+                    container_id: req.container_id.clone(),
+                    ifname: ifname.clone(),
+                    name: req.name.clone(),
+                    aliases: req.aliases.clone(),
+                    netns: req.netns.clone(),
+                    host_veth: host_veth.clone(),
+                    mac: names::format_mac(&mac),
+                    ips: vec![],
+                    gateways: vec![],
+                    port_mappings: req.port_mappings.clone(),
+                    labels: req.labels.clone(),
+                    created: now(),
+                },
+                netns_dev: netns_id.dev,
+                netns_ino: netns_id.ino,
+            };
             blocking_now(move || {
-                store.attach(
-                    &network,
-                    &req2.container_id,
-                    &ifname,
-                    &st2.pools,
-                    &req2.ips,
-                    |ips| EndpointRecord {
-                        endpoint: Endpoint {
-                            network: network.clone(),
-                            container_id: req2.container_id.clone(),
-                            ifname: ifname.clone(),
-                            name: req2.name.clone(),
-                            aliases: req2.aliases.clone(),
-                            netns: req2.netns.clone(),
-                            host_veth: host_veth.clone(),
-                            mac: names::format_mac(&mac),
-                            ips: ips
-                                .iter()
-                                .map(|(ip, p)| {
-                                    IpNet::new(*ip, p.subnet().prefix_len()).expect("valid prefix")
-                                })
-                                .collect(),
-                            gateways: ips.iter().filter_map(|(_, p)| p.gateway()).collect(),
-                            port_mappings: req2.port_mappings.clone(),
-                            labels: req2.labels.clone(),
-                            created: now(),
-                        },
-                        netns_dev: netns_id.dev,
-                        netns_ino: netns_id.ino,
-                    },
-                )
+                store.attach(&net, &cid, &ifn, &st2.pools, &statics, move |ips| {
+                    let mut rec = template.clone();
+                    rec.endpoint.ips = ips
+                        .iter()
+                        .map(|(ip, p)| {
+                            IpNet::new(*ip, p.subnet().prefix_len()).expect("valid prefix")
+                        })
+                        .collect();
+                    rec.endpoint.gateways = ips.iter().filter_map(|(_, p)| p.gateway()).collect();
+                    rec
+                })
             })
         };
         let _turn = self.take_turn().await;
