@@ -411,6 +411,18 @@ impl Daemon {
         st: &NetState,
         rec: EndpointRecord,
     ) -> Result<(), DaemonError> {
+        self.teardown(st, rec, None).await
+    }
+
+    /// [`Self::teardown_endpoint`] in a detach's turn, which ends with the kernel work: the
+    /// store write that follows (an fsync) then overlaps the next detach's kernel work and can
+    /// share its commit.
+    async fn teardown(
+        &self,
+        st: &NetState,
+        rec: EndpointRecord,
+        turn: Option<super::turns::Turn>,
+    ) -> Result<(), DaemonError> {
         let mut errors = Vec::new();
         let (retired, ()) = tokio::join!(
             self.host().retire_link(&rec.endpoint.host_veth),
@@ -420,6 +432,7 @@ impl Daemon {
             errors.push(DaemonError::from(e));
         }
         crate::failpoint::hit("detach-after-veth");
+        drop(turn);
         if errors.is_empty() {
             let store = self.store().clone();
             let key = rec.key();
@@ -448,13 +461,12 @@ impl Daemon {
         let key = endpoint_key(network, container_id, ifname);
         let key_lock = self.key_lock(&key);
         let _key_guard = key_lock.lock().await;
-        let _turn = self.take_turn().await;
-        let store = self.store().clone();
-        let k = key.clone();
-        let Some(rec) = blocking(move || store.endpoint(&k)).await?? else {
+        let turn = self.take_turn().await;
+        // A read transaction takes microseconds: not worth a hop to the blocking pool.
+        let Some(rec) = self.store().endpoint(&key)? else {
             return Ok(());
         };
-        self.teardown_endpoint(&st, rec).await?;
+        self.teardown(&st, rec, Some(turn)).await?;
         info!(network, container = %container_id, ifname, "endpoint detached");
         Ok(())
     }
