@@ -7,7 +7,8 @@
 //! attach's time, the second after two, and so on: the same work, with the median done
 //! halfway through the burst instead of at its end (8 at once: p50 15.6 → 11.7 ms; the
 //! plugins' start-up is the rest, docs/benchmarks.md). Detaches take turns the same way. An
-//! attach starts its store write (another thread's work) before it waits for its turn.
+//! attach starts its store write (another thread's work) before it waits for its turn; a
+//! detach's turn ends before its store write.
 //!
 //! A turn is only a preference, never a lock anyone can hold for long: it ends after
 //! [`TURN_MAX`] even if its attach has not finished (a slow container namespace, a request
