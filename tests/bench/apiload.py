@@ -27,29 +27,45 @@ import bench  # noqa: E402
 import dnsab  # noqa: E402
 
 
+def runs(a, servers, states):
+    """(server, state) for every run: the builds alternate, their order flipped each repetition."""
+    for rep in range(a.reps):
+        for s in (servers if rep % 2 == 0 else servers[::-1]):
+            for state in states:
+                yield s, state
+
+
+NEXT = threading.Lock()
+
+
+def connect_next(s, nxt):
+    """Attaches the server's next container (one name, a fixed address); several threads may
+    call it at once."""
+    with NEXT:
+        i = nxt[s.tag]
+        nxt[s.tag] += 1
+    bench.dns_attach(s.ctl, i, 1, s.cli, s.fill, "--ip", dnsab.addr(i))
+
+
 def api_under_dns(a, servers, files):
     """netctl connect latency, idle and while dnsperf saturates the same daemon's DNS."""
     got = {(s.tag, state): [] for s in servers for state in ("idle", "load")}
     nxt = {s.tag: a.endpoints for s in servers}
-    for rep in range(a.reps):
-        for s in (servers if rep % 2 == 0 else servers[::-1]):
-            for state in ("idle", "load"):
-                load = None
-                if state == "load":
-                    # dnsperf runs 4 s; the connects start once it is at full rate.
-                    load = threading.Thread(target=bench.dnsperf, args=(53, files["A"], 4),
-                                            kwargs={"ns": s.cli})
-                    load.start()
-                    time.sleep(0.7)
-                for _ in range(a.per):
-                    i = nxt[s.tag]
-                    nxt[s.tag] += 1
-                    t0 = time.perf_counter()
-                    bench.dns_attach(s.ctl, i, 1, s.cli, s.fill, "--ip", dnsab.addr(i))
-                    got[(s.tag, state)].append((time.perf_counter() - t0) * 1e3)
-                    time.sleep(0.1)
-                if load:
-                    load.join()
+    for s, state in runs(a, servers, ("idle", "load")):
+        load = None
+        if state == "load":
+            # dnsperf runs 4 s; the connects start once it is at full rate.
+            load = threading.Thread(target=bench.dnsperf, args=(53, files["A"], 4),
+                                    kwargs={"ns": s.cli})
+            load.start()
+            time.sleep(0.7)
+        for _ in range(a.per):
+            t0 = time.perf_counter()
+            connect_next(s, nxt)
+            got[(s.tag, state)].append((time.perf_counter() - t0) * 1e3)
+            time.sleep(0.1)
+        if load:
+            load.join()
     print(f"netctl connect (ms) with {a.endpoints} endpoints x 10 names, "
           f"{a.reps} x {a.per} per build and state")
     for s in servers:
@@ -63,24 +79,20 @@ def dns_under_api(a, servers, files):
     """DNS latency at a fixed rate, idle and during a stream of connects."""
     got = {(s.tag, state): [] for s in servers for state in ("idle", "api")}
     nxt = {s.tag: a.endpoints for s in servers}
-    for rep in range(a.reps):
-        for s in (servers if rep % 2 == 0 else servers[::-1]):
-            for state in ("idle", "api"):
-                stop = threading.Event()
+    for s, state in runs(a, servers, ("idle", "api")):
+        stop = threading.Event()
 
-                def connects(s=s, stop=stop):
-                    while not stop.is_set() and nxt[s.tag] < 1000:
-                        i = nxt[s.tag]
-                        nxt[s.tag] += 1
-                        bench.dns_attach(s.ctl, i, 1, s.cli, s.fill, "--ip", dnsab.addr(i))
-                workers = [threading.Thread(target=connects) for _ in range(4 if state == "api" else 0)]
-                for w in workers:
-                    w.start()
-                r = bench.dnsperf(53, files["A"], 3, rate=2000, verbose=True, ns=s.cli)
-                stop.set()
-                for w in workers:
-                    w.join()
-                got[(s.tag, state)].append((r["p50_ms"], r["p99_ms"]))
+        def connects(s=s, stop=stop):
+            while not stop.is_set() and nxt[s.tag] < 1000:
+                connect_next(s, nxt)
+        workers = [threading.Thread(target=connects) for _ in range(4 if state == "api" else 0)]
+        for w in workers:
+            w.start()
+        r = bench.dnsperf(53, files["A"], 3, rate=2000, verbose=True, ns=s.cli)
+        stop.set()
+        for w in workers:
+            w.join()
+        got[(s.tag, state)].append((r["p50_ms"], r["p99_ms"]))
     print(f"DNS latency (ms) at 2,000 A queries/s, {a.reps} runs of 3 s per build and state "
           "(median of the runs' p50 / p99)")
     for s in servers:
