@@ -14,6 +14,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
 
+use ipnet::IpNet;
 use netd_api::{Endpoint, Network};
 use netd_ipam::{IpamError, Pool};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
@@ -529,36 +530,35 @@ impl Store {
     }
 
     /// In one transaction: refuses a duplicate endpoint, takes one address per pool (the static
-    /// one requested for that family, else the next round-robin one), records the leases and the
-    /// endpoint `build` makes from the addresses.
+    /// one requested for that family, else the next round-robin one), records the leases and
+    /// the endpoint: `template` (its network, container and interface name the key) with the
+    /// addresses and their pools' gateways filled in.
     pub fn attach(
         &self,
-        network: &str,
-        container_id: &str,
-        ifname: &str,
+        template: EndpointRecord,
         pools: &[Pool],
         statics: &[IpAddr],
-        build: impl Fn(Vec<(IpAddr, &Pool)>) -> EndpointRecord + Send + 'static,
     ) -> Result<EndpointRecord, StoreError> {
-        let key = endpoint_key(network, container_id, ifname);
+        let key = template.key();
+        let ep = &template.endpoint;
         for ip in statics {
             if !pools.iter().any(|p| p.subnet().contains(ip)) {
                 return Err(StoreError::NoSubnetFor {
-                    network: network.to_string(),
+                    network: ep.network.clone(),
                     ip: *ip,
                 });
             }
         }
-        let (network, pools, statics) = (network.to_string(), pools.to_vec(), statics.to_vec());
-        let (container_id, ifname) = (container_id.to_string(), ifname.to_string());
+        let (pools, statics) = (pools.to_vec(), statics.to_vec());
         self.write("recording endpoint", move |tx| {
-            let network = network.as_str();
+            let ep = &template.endpoint;
+            let network = ep.network.as_str();
             let mut eps = tx.open_table(ENDPOINTS)?;
             if eps.get(key.as_str())?.is_some() {
                 return Err(Fail::Store(StoreError::EndpointExists {
-                    network: network.to_string(),
-                    container_id: container_id.clone(),
-                    ifname: ifname.clone(),
+                    network: ep.network.clone(),
+                    container_id: ep.container_id.clone(),
+                    ifname: ep.ifname.clone(),
                 }));
             }
             let mut leases = tx.open_table(LEASES)?;
@@ -597,7 +597,12 @@ impl Store {
                 leases.insert(lease_key(network, ip).as_str(), key.as_str())?;
                 chosen.push((ip, pool));
             }
-            let rec = build(chosen);
+            let mut rec = template.clone();
+            rec.endpoint.ips = chosen
+                .iter()
+                .map(|(ip, p)| IpNet::new(*ip, p.subnet().prefix_len()).expect("valid prefix"))
+                .collect();
+            rec.endpoint.gateways = chosen.iter().filter_map(|(_, p)| p.gateway()).collect();
             let bytes = serde_json::to_vec(&rec).expect("endpoint serializes");
             eps.insert(key.as_str(), bytes.as_slice())?;
             Ok(rec)
@@ -705,7 +710,8 @@ mod tests {
         }
     }
 
-    fn rec(network: &str, cid: &str, ips: Vec<(IpAddr, &Pool)>) -> EndpointRecord {
+    /// The record an attach of `cid` on `network` starts from.
+    fn tpl(network: &str, cid: &str) -> EndpointRecord {
         EndpointRecord {
             endpoint: Endpoint {
                 network: network.into(),
@@ -716,10 +722,7 @@ mod tests {
                 netns: "/x".into(),
                 host_veth: "v".into(),
                 mac: String::new(),
-                ips: ips
-                    .iter()
-                    .map(|(ip, p)| ipnet::IpNet::new(*ip, p.subnet().prefix_len()).unwrap())
-                    .collect(),
+                ips: vec![],
                 gateways: vec![],
                 port_mappings: vec![],
                 labels: BTreeMap::new(),
@@ -744,28 +747,18 @@ mod tests {
         for i in 2..=100u8 {
             let ip: IpAddr = format!("10.2.0.{i}").parse().unwrap();
             let cid = format!("s{i}");
-            let c = cid.clone();
-            s.attach("a", &cid, "eth0", pools, &[ip], move |ips| {
-                rec("a", &c, ips)
-            })
-            .unwrap();
+            s.attach(tpl("a", &cid), pools, &[ip]).unwrap();
         }
         const { assert!(100 - 2 + 1 > PROBES) };
         let got = |cid: &str| {
-            let c = cid.to_string();
-            s.attach("a", cid, "eth0", pools, &[], move |ips| rec("a", &c, ips))
-                .unwrap()
-                .endpoint
-                .ips[0]
+            s.attach(tpl("a", cid), pools, &[]).unwrap().endpoint.ips[0]
                 .addr()
                 .to_string()
         };
         assert_eq!(got("d1"), "10.2.0.101");
         assert_eq!(got("d2"), "10.2.0.102");
         let taken: IpAddr = "10.2.0.50".parse().unwrap();
-        let err = s
-            .attach("a", "x", "eth0", pools, &[taken], |ips| rec("a", "x", ips))
-            .unwrap_err();
+        let err = s.attach(tpl("a", "x"), pools, &[taken]).unwrap_err();
         assert!(err.to_string().contains("10.2.0.50"), "{err}");
         assert_eq!(s.leases("a").unwrap().len(), 101);
     }
@@ -787,10 +780,7 @@ mod tests {
                 std::thread::spawn(move || {
                     let statics = if i < 2 { vec![wanted] } else { vec![] };
                     let cid = format!("c{i}");
-                    let c = cid.clone();
-                    s.attach("a", &cid, "eth0", &pools, &statics, move |ips| {
-                        rec("a", &c, ips)
-                    })
+                    s.attach(tpl("a", &cid), &pools, &statics)
                 })
             })
             .collect();
@@ -852,12 +842,10 @@ mod tests {
                 s.insert_network(&net("a")),
                 Err(StoreError::NetworkExists(_))
             ));
-            let e1 = s
-                .attach("a", "c1", "eth0", pools, &[], |ips| rec("a", "c1", ips))
-                .unwrap();
+            let e1 = s.attach(tpl("a", "c1"), pools, &[]).unwrap();
             assert_eq!(e1.endpoint.ips[0].addr().to_string(), "10.1.0.2");
             assert!(matches!(
-                s.attach("a", "c1", "eth0", pools, &[], |ips| rec("a", "c1", ips)),
+                s.attach(tpl("a", "c1"), pools, &[]),
                 Err(StoreError::EndpointExists { .. })
             ));
             s.detach(&e1.key()).unwrap().unwrap();
@@ -865,20 +853,14 @@ mod tests {
         }
         // Reopen: the cursor survived, so the freed .2 is not handed out again at once.
         let s = Store::open(dir.path()).unwrap();
-        let e2 = s
-            .attach("a", "c2", "eth0", pools, &[], |ips| rec("a", "c2", ips))
-            .unwrap();
+        let e2 = s.attach(tpl("a", "c2"), pools, &[]).unwrap();
         assert_eq!(e2.endpoint.ips[0].addr().to_string(), "10.1.0.3");
         // Fill the /29: .2 .4 .5 .6 remain, then exhaustion.
         for i in 0..4 {
             let cid = format!("f{i}");
-            let c = cid.clone();
-            s.attach("a", &cid, "eth0", pools, &[], move |ips| rec("a", &c, ips))
-                .unwrap();
+            s.attach(tpl("a", &cid), pools, &[]).unwrap();
         }
-        let err = s
-            .attach("a", "z", "eth0", pools, &[], |ips| rec("a", "z", ips))
-            .unwrap_err();
+        let err = s.attach(tpl("a", "z"), pools, &[]).unwrap_err();
         assert!(err.to_string().contains("no free address"), "{err}");
         assert_eq!(s.leases("a").unwrap().len(), 5);
         s.remove_network("a").unwrap();
@@ -899,21 +881,11 @@ mod tests {
         .unwrap();
         let pools = std::slice::from_ref(&pool);
         let ip: IpAddr = "10.2.0.50".parse().unwrap();
-        s.attach("b", "c1", "eth0", pools, &[ip], |ips| rec("b", "c1", ips))
-            .unwrap();
-        let err = s
-            .attach("b", "c2", "eth0", pools, &[ip], |ips| rec("b", "c2", ips))
-            .unwrap_err();
+        s.attach(tpl("b", "c1"), pools, &[ip]).unwrap();
+        let err = s.attach(tpl("b", "c2"), pools, &[ip]).unwrap_err();
         assert!(err.to_string().contains("in use"), "{err}");
         let err = s
-            .attach(
-                "b",
-                "c3",
-                "eth0",
-                &[pool],
-                &["10.3.0.5".parse().unwrap()],
-                |ips| rec("b", "c3", ips),
-            )
+            .attach(tpl("b", "c3"), &[pool], &["10.3.0.5".parse().unwrap()])
             .unwrap_err();
         assert!(matches!(err, StoreError::NoSubnetFor { .. }));
         assert_eq!(s.leases("b").unwrap().len(), 1);

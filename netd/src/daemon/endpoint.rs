@@ -5,12 +5,11 @@ use std::sync::Arc;
 
 use futures::future::join_all;
 
-use ipnet::IpNet;
 use netd_api::{AttachRequest, AttachResult, AttachmentId, DnsInfo, Endpoint, GcResult, RouteInfo};
 use tracing::{debug, info, warn};
 
 use super::network::bridge_spec;
-use super::{blocking, blocking_now, now, Daemon, DaemonError, NetState};
+use super::{blocking, now, Daemon, DaemonError, NetState};
 use crate::names::{self, check_container_id, check_dns_name, check_ifname};
 use crate::netlink::{LinkInfo, Netlink, VethSpec};
 use crate::netns::{still_exists, Netns, NetnsId};
@@ -159,12 +158,8 @@ impl Daemon {
         //    attaches ahead in the queue and is done when the turn comes (8 at once: p90 -1 to
         //    -2 ms, p50 the same; docs/benchmarks.md, eleventh round).
         let stored = {
-            let store = self.store().clone();
-            let st2 = st.clone();
-            let statics = req.ips.clone();
-            let (net, cid) = (network.to_string(), req.container_id.clone());
-            let ifn = ifname.clone();
-            // The record as stored, once the transaction has chosen its addresses.
+            let (store, st2, statics) = (self.store().clone(), st.clone(), req.ips.clone());
+            // The record as stored; the transaction fills in the addresses it chooses.
             let template = EndpointRecord {
                 endpoint: Endpoint {
                     network: network.to_string(),
@@ -184,19 +179,7 @@ impl Daemon {
                 netns_dev: netns_id.dev,
                 netns_ino: netns_id.ino,
             };
-            blocking_now(move || {
-                store.attach(&net, &cid, &ifn, &st2.pools, &statics, move |ips| {
-                    let mut rec = template.clone();
-                    rec.endpoint.ips = ips
-                        .iter()
-                        .map(|(ip, p)| {
-                            IpNet::new(*ip, p.subnet().prefix_len()).expect("valid prefix")
-                        })
-                        .collect();
-                    rec.endpoint.gateways = ips.iter().filter_map(|(_, p)| p.gateway()).collect();
-                    rec
-                })
-            })
+            blocking(move || store.attach(template, &st2.pools, &statics))
         };
         let _turn = self.take_turn().await;
         let linked = self.create_link(&st, &ns, &cont, &host_veth, &ifname, mac);

@@ -106,15 +106,10 @@ pub(crate) fn now() -> u64 {
         .unwrap_or(0)
 }
 
-/// Runs blocking work (store fsyncs) off the async workers.
-pub(crate) async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, DaemonError> {
-    blocking_now(f).await
-}
-
-/// Like [`blocking`], but `f` starts at once rather than when the future is first polled.
-pub(crate) fn blocking_now<T: Send + 'static>(
+/// Runs blocking work (store fsyncs, firewall batches) off the async workers. It starts at
+/// once, not when the future is first polled, so an attach's store write can run while the
+/// attach waits for its turn.
+pub(crate) fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> T + Send + 'static,
 ) -> impl std::future::Future<Output = Result<T, DaemonError>> {
     let task = tokio::task::spawn_blocking(f);
