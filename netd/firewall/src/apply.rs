@@ -54,14 +54,19 @@ fn setsockopt_int(fd: i32, level: i32, opt: i32, val: i32) -> io::Result<()> {
 
 /// Waits until `fd` is readable; false on timeout.
 pub(crate) fn poll_readable(fd: i32, timeout_ms: i32) -> io::Result<bool> {
-    let mut pfd = libc::pollfd {
+    poll_in([fd], timeout_ms).map(|[r]| r)
+}
+
+/// Waits until one of `fds` is readable (or hung up), at most `timeout_ms`; says which are.
+pub(crate) fn poll_in<const N: usize>(fds: [i32; N], timeout_ms: i32) -> io::Result<[bool; N]> {
+    let mut pfds = fds.map(|fd| libc::pollfd {
         fd,
         events: libc::POLLIN,
         revents: 0,
-    };
+    });
     loop {
-        // SAFETY: one valid pollfd.
-        let r = unsafe { libc::poll(&mut pfd, 1, timeout_ms) };
+        // SAFETY: N valid pollfds.
+        let r = unsafe { libc::poll(pfds.as_mut_ptr(), N as libc::nfds_t, timeout_ms) };
         if r < 0 {
             let e = io::Error::last_os_error();
             if e.kind() == io::ErrorKind::Interrupted {
@@ -69,7 +74,7 @@ pub(crate) fn poll_readable(fd: i32, timeout_ms: i32) -> io::Result<bool> {
             }
             return Err(e);
         }
-        return Ok(r > 0);
+        return Ok(pfds.map(|p| p.revents != 0));
     }
 }
 

@@ -4,16 +4,19 @@
 //! carries the sender's netlink port id) is drift: after a short quiet period the callback
 //! runs, and the daemon re-syncs from its state. A periodic existence check covers lost
 //! notifications (monitor socket overflow is treated as drift too).
+//!
+//! The kernel tells every listener about every commit, our own included (one per attach). A
+//! socket filter drops the datagrams our own socket caused before they are queued, so netd's
+//! own batches never wake this thread; and the thread sleeps until a notification, its next
+//! check or its stop signal (an eventfd), not in short polls.
 
-use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use tracing::{debug, warn};
 
-use crate::apply::{header, poll_readable, AlignedBuf, NlSocket};
+use crate::apply::{header, poll_in, AlignedBuf, NlSocket};
 use crate::{Firewall, FirewallError};
 
 const NFNLGRP_NFTABLES: u32 = 7;
@@ -55,17 +58,84 @@ impl Default for DriftWatchOptions {
 
 /// Handle of a running drift watch; dropping it stops the thread.
 pub struct DriftWatch {
-    stop: Arc<AtomicBool>,
+    /// Written once to wake the thread and stop it.
+    stop: OwnedFd,
     thread: Option<JoinHandle<()>>,
 }
 
 impl Drop for DriftWatch {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        let one = 1u64.to_ne_bytes();
+        // SAFETY: valid eventfd, 8-byte buffer (an eventfd counter cannot overflow from one add).
+        unsafe { libc::write(self.stop.as_raw_fd(), one.as_ptr().cast(), one.len()) };
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
     }
+}
+
+/// Opens the eventfd that stops a watch thread.
+fn stop_signal() -> std::io::Result<OwnedFd> {
+    // SAFETY: plain syscall; the returned fd is ours alone.
+    let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: fd was just opened and is owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Attaches a classic BPF program to the monitor socket that drops every datagram whose first
+/// message was sent by port `own` (all notifications of one commit share one datagram sender).
+fn ignore_own_commits(mon: &NlSocket, own: u32) -> std::io::Result<()> {
+    // `ld [12]` loads the nlmsg_pid in network byte order; compare with ours read the same way.
+    let own_be = u32::from_be_bytes(own.to_ne_bytes());
+    let mut prog = [
+        libc::sock_filter {
+            code: (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16,
+            jt: 0,
+            jf: 0,
+            k: 12,
+        },
+        libc::sock_filter {
+            code: (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16,
+            jt: 0,
+            jf: 1,
+            k: own_be,
+        },
+        // Ours: drop.
+        libc::sock_filter {
+            code: (libc::BPF_RET | libc::BPF_K) as u16,
+            jt: 0,
+            jf: 0,
+            k: 0,
+        },
+        // Anyone else's (or the kernel's): keep it whole.
+        libc::sock_filter {
+            code: (libc::BPF_RET | libc::BPF_K) as u16,
+            jt: 0,
+            jf: 0,
+            k: u32::MAX,
+        },
+    ];
+    let fprog = libc::sock_fprog {
+        len: prog.len() as u16,
+        filter: prog.as_mut_ptr(),
+    };
+    // SAFETY: valid fd; the program outlives the call (the kernel copies it).
+    let r = unsafe {
+        libc::setsockopt(
+            mon.fd(),
+            libc::SOL_SOCKET,
+            libc::SO_ATTACH_FILTER,
+            (&fprog as *const libc::sock_fprog).cast(),
+            std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
+        )
+    };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 fn msg_name(ty: u16) -> String {
@@ -125,8 +195,8 @@ impl Firewall {
         let netns = self.netns().try_clone().map_err(FirewallError::Watch)?;
         let own = self.portid();
         let table = self.table().to_string();
-        let stop = Arc::new(AtomicBool::new(false));
-        let stop2 = stop.clone();
+        let stop = stop_signal().map_err(FirewallError::Watch)?;
+        let stop_fd = stop.as_raw_fd();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<std::io::Result<()>>();
         let thread = std::thread::Builder::new()
             .name(format!("nft-drift-{table}"))
@@ -137,16 +207,18 @@ impl Firewall {
                     let _ = ready_tx.send(Err(std::io::Error::last_os_error()));
                     return;
                 }
-                let (mon, check) = match (NlSocket::open_group(NFNLGRP_NFTABLES), NlSocket::open())
-                {
-                    (Ok(m), Ok(c)) => (m, c),
-                    (Err(e), _) | (_, Err(e)) => {
+                let opened = NlSocket::open_group(NFNLGRP_NFTABLES)
+                    .and_then(|m| ignore_own_commits(&m, own).map(|()| m))
+                    .and_then(|m| NlSocket::open().map(|c| (m, c)));
+                let (mon, check) = match opened {
+                    Ok(pair) => pair,
+                    Err(e) => {
                         let _ = ready_tx.send(Err(e));
                         return;
                     }
                 };
                 let _ = ready_tx.send(Ok(()));
-                watch_loop(&mon, &check, own, &table, opts, &stop2, &mut on_drift);
+                watch_loop(&mon, &check, own, &table, opts, stop_fd, &mut on_drift);
             })
             .map_err(FirewallError::Watch)?;
         match ready_rx.recv() {
@@ -171,15 +243,23 @@ fn watch_loop(
     own: u32,
     table: &str,
     opts: DriftWatchOptions,
-    stop: &AtomicBool,
+    stop: i32,
     on_drift: &mut dyn FnMut(DriftReason),
 ) {
     let mut buf = AlignedBuf::new(1 << 20);
     let mut pending: Option<(DriftReason, Instant)> = None;
     let mut next_verify = Instant::now() + opts.verify_interval;
-    while !stop.load(Ordering::Relaxed) {
-        match poll_readable(mon.fd(), 50) {
-            Ok(true) => match mon.recv(&mut buf) {
+    loop {
+        // Sleep until the debounce of a pending change ends or the next check is due.
+        let due = pending.as_ref().map_or(next_verify, |(_, at)| {
+            (*at + opts.debounce).min(next_verify)
+        });
+        // Rounded up: a deadline 0.4 ms away must not turn into a busy loop of zero timeouts.
+        let wait = due.saturating_duration_since(Instant::now());
+        let ms = i32::try_from(wait.as_micros().div_ceil(1000)).unwrap_or(i32::MAX);
+        match poll_in([mon.fd(), stop], ms) {
+            Ok([_, true]) => return,
+            Ok([true, false]) => match mon.recv(&mut buf) {
                 Ok(n) => {
                     for msg in mnl::NlMessages::new(&buf.as_mut()[..n]).flatten() {
                         let (ty, _, _, pid) = header(msg);
@@ -211,7 +291,7 @@ fn watch_loop(
                     std::thread::sleep(Duration::from_millis(100));
                 }
             },
-            Ok(false) => {}
+            Ok([false, false]) => {}
             Err(e) => {
                 warn!(cause = %e, "nftables monitor poll failed");
                 std::thread::sleep(Duration::from_millis(100));
