@@ -69,6 +69,15 @@ fn two_containers_ping_through_the_bridge() {
     let link = String::from_utf8_lossy(&c1.exec(&["ip", "-d", "link", "show", "eth0"]).stdout)
         .into_owned();
     assert!(link.contains("addrgenmode none"), "{link}");
+    // Both ends are created with the one queue a veth uses (asked for, not cut back to: the
+    // cut waits for an RCU grace period with the RTNL lock held).
+    assert!(link.contains("numtxqueues 1 numrxqueues 1"), "{link}");
+    let host_end = h.bridge_ports("nd-mynet")[0].clone();
+    let host_link = must(h.ns.cmd(&["ip", "-d", "link", "show", &host_end]));
+    assert!(
+        host_link.contains("numtxqueues 1 numrxqueues 1"),
+        "{host_link}"
+    );
     assert!(
         !String::from_utf8_lossy(&c1.exec(&["ip", "-6", "addr", "show", "dev", "eth0"]).stdout)
             .contains("inet6"),

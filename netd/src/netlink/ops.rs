@@ -426,7 +426,7 @@ impl Netlink {
     /// set up in the same request (veth_open fails with ENOTCONN before the pair is linked), and
     /// the host end must first lose IPv6 (see [`super::disable_ipv6`]).
     pub async fn create_veth(&self, spec: &VethSpec<'_>) -> Result<(), NetlinkError> {
-        let mut peer = LinkMessageBuilder::<LinkUnspec>::new()
+        let mut peer = one_queue(LinkMessageBuilder::<LinkUnspec>::new())
             .name(spec.peer_name.clone())
             .setns_by_fd(spec.peer_netns.fd().as_raw_fd());
         if let Some(mtu) = spec.mtu {
@@ -435,10 +435,12 @@ impl Netlink {
         if let Some(mac) = spec.peer_mac {
             peer = peer.address(mac.to_vec());
         }
-        let mut host = LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth)
-            .name(spec.host_name.clone())
-            .controller(spec.master)
-            .set_info_data(InfoData::Veth(InfoVeth::Peer(peer.build())));
+        let mut host = one_queue(LinkMessageBuilder::<LinkVeth>::new_with_info_kind(
+            InfoKind::Veth,
+        ))
+        .name(spec.host_name.clone())
+        .controller(spec.master)
+        .set_info_data(InfoData::Veth(InfoVeth::Peer(peer.build())));
         if let Some(mtu) = spec.mtu {
             host = host.mtu(mtu);
         }
@@ -626,4 +628,14 @@ fn parse_link(msg: &LinkMessage) -> LinkInfo {
         }
     }
     info
+}
+
+/// One transmit and one receive queue, asked for at creation. A veth is created with a queue
+/// per possible CPU and then cut back to one in use; cutting back a registered device waits
+/// for an expedited RCU grace period with the RTNL lock held (`netif_set_real_num_tx_queues`,
+/// every other netlink request on the machine waits too). Asked for explicitly, the count is
+/// what veth would end up using anyway, without the wait.
+fn one_queue<T>(b: LinkMessageBuilder<T>) -> LinkMessageBuilder<T> {
+    b.append_extra_attribute(LinkAttribute::NumTxQueues(1))
+        .append_extra_attribute(LinkAttribute::NumRxQueues(1))
 }
