@@ -4,21 +4,27 @@
 //! acknowledged and never leaves half an attach on disk. Address allocation runs *inside* the
 //! write transaction, which redb serializes: two concurrent attaches can never get one address.
 //!
-//! Writes that arrive while another commit is under way wait for it and then go together in one
-//! transaction (group commit): eight attaches at once cost one or two fsyncs, not eight. Each
-//! caller still returns only once its own write is durable, and a write that fails leaves the
-//! others of its group unaffected (the group runs again without it).
+//! Writes go to one committer thread. Those that arrive while a commit is under way go together
+//! in the next transaction (group commit): eight attaches at once cost one or two fsyncs, not
+//! eight. A caller learns its write's outcome only once it is durable (awaiting it holds no
+//! thread), and a write that fails leaves the others of its group unaffected (the group runs
+//! again without it).
 
 use std::collections::BTreeSet;
+use std::future::Future;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::{Arc, Condvar, Mutex};
+use std::task::{Context, Poll};
+use std::thread::JoinHandle;
 
 use ipnet::IpNet;
 use netd_api::{Endpoint, Network};
 use netd_ipam::{IpamError, Pool};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
+use tokio::sync::oneshot;
 
 const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
 const NETWORKS: TableDefinition<&str, &[u8]> = TableDefinition::new("networks");
@@ -50,6 +56,12 @@ pub enum StoreError {
         path: PathBuf,
         /// Cause.
         source: std::io::Error,
+    },
+    /// The store shut down before a queued write was committed.
+    #[error("{op}: the store closed before the write was committed")]
+    Closed {
+        /// What was being done.
+        op: &'static str,
     },
     /// The database was written by a newer netd.
     #[error("state in {} has schema version {found}, newer than this netd understands ({SCHEMA_VERSION}); refusing to touch it", path.display())]
@@ -214,20 +226,28 @@ fn family(ip: &IpAddr) -> &'static str {
     }
 }
 
-/// Handle to the store; cheap to clone. Calls block (fsync): run them off the async workers.
+/// Handle to the store; cheap to clone. Reads block briefly (no fsync); writes return a
+/// [`Pending`] to await (or `wait()` for, outside async code).
 #[derive(Clone)]
 pub struct Store {
-    db: Arc<Database>,
-    path: PathBuf,
-    group: Arc<Group>,
+    core: Arc<Core>,
+    /// Stops and joins the committer when the last handle goes.
+    _committer: Arc<Committer>,
 }
 
-/// The writes waiting for the next commit, and whether one is under way.
+/// What the handles and the committer thread share.
+struct Core {
+    db: Database,
+    path: PathBuf,
+    group: Group,
+}
+
+/// The writes waiting for the next commit.
 #[derive(Default)]
 struct Group {
     state: Mutex<GroupState>,
-    /// Signalled when a commit ends: its writers are settled, the next may lead.
-    next: Condvar,
+    /// Wakes the committer: a write was queued, or the store is closing.
+    work: Condvar,
     /// Transactions committed (each one fsync), for tests and diagnostics.
     commits: std::sync::atomic::AtomicU64,
 }
@@ -235,7 +255,77 @@ struct Group {
 #[derive(Default)]
 struct GroupState {
     queued: Vec<Job>,
-    committing: bool,
+    closing: bool,
+    /// Tests hold the committer so that writes queue up behind it.
+    #[cfg(test)]
+    held: bool,
+}
+
+impl GroupState {
+    /// Something to commit (and, in tests, the committer not held).
+    fn ready(&self) -> bool {
+        #[cfg(test)]
+        if self.held {
+            return false;
+        }
+        !self.queued.is_empty()
+    }
+}
+
+/// The committer thread's handle.
+struct Committer {
+    core: Arc<Core>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Drop for Committer {
+    fn drop(&mut self) {
+        lock(&self.core.group.state).closing = true;
+        self.core.group.work.notify_one();
+        if let Some(t) = self.thread.take() {
+            // A write body never holds a store handle, but if the last one ever went on the
+            // committer itself, joining would wait for ever.
+            if t.thread().id() != std::thread::current().id() {
+                let _ = t.join();
+            }
+        }
+    }
+}
+
+/// A write handed to the committer; resolves once it is durable (or refused).
+#[must_use = "a write's outcome says whether it was stored"]
+pub struct Pending<T> {
+    op: &'static str,
+    rx: oneshot::Receiver<Result<T, StoreError>>,
+}
+
+impl<T> Pending<T> {
+    /// A write refused before it was queued.
+    fn refused(op: &'static str, e: StoreError) -> Self {
+        let (tx, rx) = oneshot::channel();
+        let _ = tx.send(Err(e));
+        Pending { op, rx }
+    }
+
+    /// Blocks until the write is durable or refused. Not for async code (it would block a
+    /// runtime thread): await the `Pending` there.
+    pub fn wait(self) -> Result<T, StoreError> {
+        let op = self.op;
+        self.rx
+            .blocking_recv()
+            .unwrap_or(Err(StoreError::Closed { op }))
+    }
+}
+
+impl<T> Future for Pending<T> {
+    type Output = Result<T, StoreError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let op = self.op;
+        Pin::new(&mut self.rx)
+            .poll(cx)
+            .map(|r| r.unwrap_or(Err(StoreError::Closed { op })))
+    }
 }
 
 /// A write as the committing thread runs it, its result kept aside.
@@ -257,7 +347,9 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store").field("path", &self.path).finish()
+        f.debug_struct("Store")
+            .field("path", &self.core.path)
+            .finish()
     }
 }
 
@@ -270,60 +362,37 @@ pub struct Snapshot {
     pub endpoints: Vec<EndpointRecord>,
 }
 
-impl Store {
-    /// Opens (creating if needed) `dir/netd.redb` and checks its schema version.
-    pub fn open(dir: &Path) -> Result<Store, StoreError> {
-        std::fs::create_dir_all(dir).map_err(|source| StoreError::Dir {
-            path: dir.to_path_buf(),
-            source,
-        })?;
-        let path = dir.join("netd.redb");
-        // redb caches every page it reads or writes up to its cache size (default 1 GiB), so
-        // the daemon's resident memory grew with the database; the working set of one attach
-        // is a few B-tree paths, and the kernel's page cache keeps the file anyway.
-        let db = Database::builder()
-            .set_cache_size(CACHE_BYTES)
-            .create(&path)
-            .map_err(|e| StoreError::Db {
-                op: "opening",
-                path: path.clone(),
-                source: Arc::new(e.into()),
-            })?;
-        let store = Store {
-            db: Arc::new(db),
-            path,
-            group: Arc::default(),
-        };
-        let path = store.path.clone();
-        store.write("initialising", move |tx| {
-            let mut meta = tx.open_table(META)?;
-            let found = meta.get("schema_version")?.map(|v| v.value().to_string());
-            match found {
-                Some(v) if v.parse::<u32>().map_or(true, |n| n > SCHEMA_VERSION) => {
-                    return Err(Fail::Store(StoreError::NewerSchema {
-                        path: path.clone(),
-                        found: v,
-                    }));
+impl Core {
+    /// The committer thread: commits whatever is queued, as one group, until the store closes.
+    fn run_committer(&self) {
+        loop {
+            let mut jobs = {
+                let mut st = lock(&self.group.state);
+                loop {
+                    if st.ready() {
+                        break std::mem::take(&mut st.queued);
+                    }
+                    if st.closing && st.queued.is_empty() {
+                        return;
+                    }
+                    st = self.group.work.wait(st).unwrap_or_else(|e| e.into_inner());
                 }
-                Some(_) => {}
-                None => {
-                    meta.insert("schema_version", SCHEMA_VERSION.to_string().as_str())?;
+            };
+            let done = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                self.commit_group(&mut jobs)
+            }));
+            if done.is_err() {
+                // Nobody may wait for ever on a write a panic cut short; later writes go on.
+                for j in jobs {
+                    (j.settle)(Err(self.db_err(
+                        j.op,
+                        redb::StorageError::Io(std::io::Error::other(
+                            "a write of the same group panicked",
+                        )),
+                    )));
                 }
             }
-            drop(meta);
-            // Create every table so readers never meet a missing one.
-            tx.open_table(NETWORKS)?;
-            tx.open_table(ENDPOINTS)?;
-            tx.open_table(LEASES)?;
-            tx.open_table(CURSORS)?;
-            Ok(())
-        })?;
-        Ok(store)
-    }
-
-    /// The database file.
-    pub fn path(&self) -> &Path {
-        &self.path
+        }
     }
 
     fn db_err(&self, op: &'static str, e: impl Into<redb::Error>) -> StoreError {
@@ -338,72 +407,6 @@ impl Store {
         match f {
             Fail::Db(e) => self.db_err(op, e),
             Fail::Store(e) => e,
-        }
-    }
-
-    /// Runs `f` in a write transaction and returns once it is durable; its changes are kept
-    /// only if it succeeds. Writes arriving together share a transaction (group commit), so
-    /// `f` may run more than once: again, without the others' changes, if another write of its
-    /// group failed.
-    fn write<T: Send + 'static>(
-        &self,
-        op: &'static str,
-        f: impl Fn(&redb::WriteTransaction) -> Result<T, Fail> + Send + 'static,
-    ) -> Result<T, StoreError> {
-        let value = Arc::new(Mutex::new(None));
-        let outcome = Arc::new(Mutex::new(None));
-        let job = Job {
-            op,
-            run: Box::new({
-                let value = value.clone();
-                move |tx| {
-                    let v = f(tx)?;
-                    *lock(&value) = Some(v);
-                    Ok(())
-                }
-            }),
-            settle: Box::new({
-                let outcome = outcome.clone();
-                move |r| *lock(&outcome) = Some(r)
-            }),
-        };
-        let mut st = lock(&self.group.state);
-        st.queued.push(job);
-        loop {
-            if let Some(r) = lock(&outcome).take() {
-                return r.map(|()| {
-                    lock(&value)
-                        .take()
-                        .expect("a committed write has its value")
-                });
-            }
-            if !st.committing {
-                // Lead: commit everything queued so far, this write included.
-                st.committing = true;
-                let mut jobs = std::mem::take(&mut st.queued);
-                drop(st);
-                let led = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    self.commit_group(&mut jobs)
-                }));
-                st = lock(&self.group.state);
-                st.committing = false;
-                self.group.next.notify_all();
-                if let Err(panic) = led {
-                    drop(st);
-                    // Nobody may wait for ever on a write a panic cut short.
-                    for j in jobs {
-                        (j.settle)(Err(self.db_err(
-                            j.op,
-                            redb::StorageError::Io(std::io::Error::other(
-                                "a write of the same group panicked",
-                            )),
-                        )));
-                    }
-                    std::panic::resume_unwind(panic);
-                }
-                continue;
-            }
-            st = self.group.next.wait(st).unwrap_or_else(|e| e.into_inner());
         }
     }
 
@@ -456,6 +459,118 @@ impl Store {
             }));
         }
     }
+}
+
+impl Store {
+    /// Opens (creating if needed) `dir/netd.redb` and checks its schema version.
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::Dir {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let path = dir.join("netd.redb");
+        // redb caches every page it reads or writes up to its cache size (default 1 GiB), so
+        // the daemon's resident memory grew with the database; the working set of one attach
+        // is a few B-tree paths, and the kernel's page cache keeps the file anyway.
+        let db = Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .create(&path)
+            .map_err(|e| StoreError::Db {
+                op: "opening",
+                path: path.clone(),
+                source: Arc::new(e.into()),
+            })?;
+        let core = Arc::new(Core {
+            db,
+            path,
+            group: Group::default(),
+        });
+        let thread = std::thread::Builder::new()
+            .name("netd-store".into())
+            .spawn({
+                let core = core.clone();
+                move || core.run_committer()
+            })
+            .map_err(|source| StoreError::Dir {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        let store = Store {
+            core: core.clone(),
+            _committer: Arc::new(Committer {
+                core,
+                thread: Some(thread),
+            }),
+        };
+        let path = store.core.path.clone();
+        store
+            .write("initialising", move |tx| {
+                let mut meta = tx.open_table(META)?;
+                let found = meta.get("schema_version")?.map(|v| v.value().to_string());
+                match found {
+                    Some(v) if v.parse::<u32>().map_or(true, |n| n > SCHEMA_VERSION) => {
+                        return Err(Fail::Store(StoreError::NewerSchema {
+                            path: path.clone(),
+                            found: v,
+                        }));
+                    }
+                    Some(_) => {}
+                    None => {
+                        meta.insert("schema_version", SCHEMA_VERSION.to_string().as_str())?;
+                    }
+                }
+                drop(meta);
+                // Create every table so readers never meet a missing one.
+                tx.open_table(NETWORKS)?;
+                tx.open_table(ENDPOINTS)?;
+                tx.open_table(LEASES)?;
+                tx.open_table(CURSORS)?;
+                Ok(())
+            })
+            .wait()?;
+        Ok(store)
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.core.path
+    }
+
+    /// Queues `f` for the committer, which runs it in a write transaction; the result comes
+    /// once that is durable, and its changes are kept only if it succeeds. Writes queued
+    /// together share a transaction (group commit), so `f` may run more than once: again,
+    /// without the others' changes, if another write of its group failed.
+    fn write<T: Send + 'static>(
+        &self,
+        op: &'static str,
+        f: impl Fn(&redb::WriteTransaction) -> Result<T, Fail> + Send + 'static,
+    ) -> Pending<T> {
+        let (tx, rx) = oneshot::channel();
+        let value = Arc::new(Mutex::new(None));
+        let job = Job {
+            op,
+            run: Box::new({
+                let value = value.clone();
+                move |tx| {
+                    let v = f(tx)?;
+                    *lock(&value) = Some(v);
+                    Ok(())
+                }
+            }),
+            settle: Box::new(move |r| {
+                let r = r.map(|()| {
+                    lock(&value)
+                        .take()
+                        .expect("a committed write has its value")
+                });
+                // The caller may have stopped waiting; the write stands either way.
+                let _ = tx.send(r);
+            }),
+        };
+        lock(&self.core.group.state).queued.push(job);
+        self.core.group.work.notify_one();
+        Pending { op, rx }
+    }
 
     /// Runs `f` in one read transaction (a consistent snapshot).
     fn read<T>(
@@ -463,8 +578,9 @@ impl Store {
         op: &'static str,
         f: impl FnOnce(&redb::ReadTransaction) -> Result<T, Fail>,
     ) -> Result<T, StoreError> {
-        let tx = self.db.begin_read().map_err(|e| self.db_err(op, e))?;
-        f(&tx).map_err(|e| self.fail(op, e))
+        let core = &self.core;
+        let tx = core.db.begin_read().map_err(|e| core.db_err(op, e))?;
+        f(&tx).map_err(|e| core.fail(op, e))
     }
 
     /// Loads every network and endpoint.
@@ -500,7 +616,7 @@ impl Store {
     }
 
     /// Adds a network; fails if the name is taken.
-    pub fn insert_network(&self, net: &Network) -> Result<(), StoreError> {
+    pub fn insert_network(&self, net: &Network) -> Pending<()> {
         let bytes = serde_json::to_vec(net).expect("network serializes");
         let name = net.name.clone();
         self.write("storing network", move |tx| {
@@ -514,7 +630,7 @@ impl Store {
     }
 
     /// Removes a network with its endpoints, leases and cursors.
-    pub fn remove_network(&self, name: &str) -> Result<(), StoreError> {
+    pub fn remove_network(&self, name: &str) -> Pending<()> {
         let (lo, hi) = prefix_range(name);
         let name = name.to_string();
         self.write("removing network", move |tx| {
@@ -538,15 +654,16 @@ impl Store {
         template: EndpointRecord,
         pools: &[Pool],
         statics: &[IpAddr],
-    ) -> Result<EndpointRecord, StoreError> {
+    ) -> Pending<EndpointRecord> {
         let key = template.key();
         let ep = &template.endpoint;
         for ip in statics {
             if !pools.iter().any(|p| p.subnet().contains(ip)) {
-                return Err(StoreError::NoSubnetFor {
+                let e = StoreError::NoSubnetFor {
                     network: ep.network.clone(),
                     ip: *ip,
-                });
+                };
+                return Pending::refused("recording endpoint", e);
             }
         }
         let (pools, statics) = (pools.to_vec(), statics.to_vec());
@@ -609,19 +726,8 @@ impl Store {
         })
     }
 
-    /// Replaces a stored endpoint record (same key), e.g. to record its final MAC.
-    pub fn update_endpoint(&self, rec: &EndpointRecord) -> Result<(), StoreError> {
-        let key = rec.key();
-        let bytes = serde_json::to_vec(rec).expect("endpoint serializes");
-        self.write("updating endpoint", move |tx| {
-            tx.open_table(ENDPOINTS)?
-                .insert(key.as_str(), bytes.as_slice())?;
-            Ok(())
-        })
-    }
-
     /// Removes an endpoint and its leases; returns it, or `None` if it was unknown.
-    pub fn detach(&self, key: &str) -> Result<Option<EndpointRecord>, StoreError> {
+    pub fn detach(&self, key: &str) -> Pending<Option<EndpointRecord>> {
         let key = key.to_string();
         self.write("removing endpoint", move |tx| {
             let key = key.as_str();
@@ -743,22 +849,26 @@ mod tests {
         let pool = Pool::new("10.2.0.0/24".parse().unwrap(), None, gw, []).unwrap();
         let pools = std::slice::from_ref(&pool);
         let s = Store::open(dir.path()).unwrap();
-        s.insert_network(&net("a")).unwrap();
+        s.insert_network(&net("a")).wait().unwrap();
         for i in 2..=100u8 {
             let ip: IpAddr = format!("10.2.0.{i}").parse().unwrap();
             let cid = format!("s{i}");
-            s.attach(tpl("a", &cid), pools, &[ip]).unwrap();
+            s.attach(tpl("a", &cid), pools, &[ip]).wait().unwrap();
         }
         const { assert!(100 - 2 + 1 > PROBES) };
         let got = |cid: &str| {
-            s.attach(tpl("a", cid), pools, &[]).unwrap().endpoint.ips[0]
+            s.attach(tpl("a", cid), pools, &[])
+                .wait()
+                .unwrap()
+                .endpoint
+                .ips[0]
                 .addr()
                 .to_string()
         };
         assert_eq!(got("d1"), "10.2.0.101");
         assert_eq!(got("d2"), "10.2.0.102");
         let taken: IpAddr = "10.2.0.50".parse().unwrap();
-        let err = s.attach(tpl("a", "x"), pools, &[taken]).unwrap_err();
+        let err = s.attach(tpl("a", "x"), pools, &[taken]).wait().unwrap_err();
         assert!(err.to_string().contains("10.2.0.50"), "{err}");
         assert_eq!(s.leases("a").unwrap().len(), 101);
     }
@@ -769,29 +879,30 @@ mod tests {
         let gw = Some("10.3.0.1".parse().unwrap());
         let pool = Pool::new("10.3.0.0/24".parse().unwrap(), None, gw, []).unwrap();
         let s = Store::open(dir.path()).unwrap();
-        s.insert_network(&net("a")).unwrap();
+        s.insert_network(&net("a")).wait().unwrap();
         let wanted: IpAddr = "10.3.0.50".parse().unwrap();
-        // Hold the commit as if one were under way; six attaches queue up behind it, the first
-        // two asking for the same static address.
-        lock(&s.group.state).committing = true;
+        // Hold the committer as if a commit were under way; six attaches queue up behind it,
+        // the first two asking for the same static address.
+        let group = &s.core.group;
+        lock(&group.state).held = true;
         let writers: Vec<_> = (0..6)
             .map(|i| {
                 let (s, pools) = (s.clone(), vec![pool.clone()]);
                 std::thread::spawn(move || {
                     let statics = if i < 2 { vec![wanted] } else { vec![] };
                     let cid = format!("c{i}");
-                    s.attach(tpl("a", &cid), &pools, &statics)
+                    s.attach(tpl("a", &cid), &pools, &statics).wait()
                 })
             })
             .collect();
-        while lock(&s.group.state).queued.len() < 6 {
+        while lock(&group.state).queued.len() < 6 {
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
-        let before = s.group.commits.load(std::sync::atomic::Ordering::Relaxed);
-        lock(&s.group.state).committing = false;
-        s.group.next.notify_all();
+        let before = group.commits.load(std::sync::atomic::Ordering::Relaxed);
+        lock(&group.state).held = false;
+        group.work.notify_one();
         let results: Vec<_> = writers.into_iter().map(|w| w.join().unwrap()).collect();
-        let after = s.group.commits.load(std::sync::atomic::Ordering::Relaxed);
+        let after = group.commits.load(std::sync::atomic::Ordering::Relaxed);
         assert_eq!(after - before, 1, "the five that succeed share one commit");
         let (won, lost): (Vec<_>, Vec<_>) = results[..2].iter().partition(|r| r.is_ok());
         assert_eq!((won.len(), lost.len()), (1, 1), "{results:?}");
@@ -837,33 +948,33 @@ mod tests {
         let pools = std::slice::from_ref(&pool);
         {
             let s = Store::open(dir.path()).unwrap();
-            s.insert_network(&net("a")).unwrap();
+            s.insert_network(&net("a")).wait().unwrap();
             assert!(matches!(
-                s.insert_network(&net("a")),
+                s.insert_network(&net("a")).wait(),
                 Err(StoreError::NetworkExists(_))
             ));
-            let e1 = s.attach(tpl("a", "c1"), pools, &[]).unwrap();
+            let e1 = s.attach(tpl("a", "c1"), pools, &[]).wait().unwrap();
             assert_eq!(e1.endpoint.ips[0].addr().to_string(), "10.1.0.2");
             assert!(matches!(
-                s.attach(tpl("a", "c1"), pools, &[]),
+                s.attach(tpl("a", "c1"), pools, &[]).wait(),
                 Err(StoreError::EndpointExists { .. })
             ));
-            s.detach(&e1.key()).unwrap().unwrap();
-            assert!(s.detach(&e1.key()).unwrap().is_none());
+            s.detach(&e1.key()).wait().unwrap().unwrap();
+            assert!(s.detach(&e1.key()).wait().unwrap().is_none());
         }
         // Reopen: the cursor survived, so the freed .2 is not handed out again at once.
         let s = Store::open(dir.path()).unwrap();
-        let e2 = s.attach(tpl("a", "c2"), pools, &[]).unwrap();
+        let e2 = s.attach(tpl("a", "c2"), pools, &[]).wait().unwrap();
         assert_eq!(e2.endpoint.ips[0].addr().to_string(), "10.1.0.3");
         // Fill the /29: .2 .4 .5 .6 remain, then exhaustion.
         for i in 0..4 {
             let cid = format!("f{i}");
-            s.attach(tpl("a", &cid), pools, &[]).unwrap();
+            s.attach(tpl("a", &cid), pools, &[]).wait().unwrap();
         }
-        let err = s.attach(tpl("a", "z"), pools, &[]).unwrap_err();
+        let err = s.attach(tpl("a", "z"), pools, &[]).wait().unwrap_err();
         assert!(err.to_string().contains("no free address"), "{err}");
         assert_eq!(s.leases("a").unwrap().len(), 5);
-        s.remove_network("a").unwrap();
+        s.remove_network("a").wait().unwrap();
         assert!(s.leases("a").unwrap().is_empty());
         assert!(s.load().unwrap().endpoints.is_empty());
     }
@@ -881,14 +992,34 @@ mod tests {
         .unwrap();
         let pools = std::slice::from_ref(&pool);
         let ip: IpAddr = "10.2.0.50".parse().unwrap();
-        s.attach(tpl("b", "c1"), pools, &[ip]).unwrap();
-        let err = s.attach(tpl("b", "c2"), pools, &[ip]).unwrap_err();
+        s.attach(tpl("b", "c1"), pools, &[ip]).wait().unwrap();
+        let err = s.attach(tpl("b", "c2"), pools, &[ip]).wait().unwrap_err();
         assert!(err.to_string().contains("in use"), "{err}");
         let err = s
             .attach(tpl("b", "c3"), &[pool], &["10.3.0.5".parse().unwrap()])
+            .wait()
             .unwrap_err();
         assert!(matches!(err, StoreError::NoSubnetFor { .. }));
         assert_eq!(s.leases("b").unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_write_that_panics_fails_alone_and_later_writes_go_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let err = s
+            .write("exploding", |_| -> Result<(), Fail> {
+                panic!("write body panicked")
+            })
+            .wait()
+            .unwrap_err();
+        assert!(err.to_string().contains("panicked"), "{err}");
+        // The committer survived, and awaiting a write works from async code too.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(s.insert_network(&net("a"))).unwrap();
+        assert_eq!(s.load().unwrap().networks.len(), 1);
     }
 
     #[test]
@@ -900,6 +1031,7 @@ mod tests {
                 tx.open_table(META)?.insert("schema_version", "99")?;
                 Ok(())
             })
+            .wait()
             .unwrap();
         }
         let err = Store::open(dir.path()).unwrap_err();

@@ -153,12 +153,11 @@ impl Daemon {
         }
 
         // 1. The durable lease + record (an fsync) and the veth pair (which needs no address)
-        //    proceed together; each undoes itself if the other fails. The store's part starts
-        //    before this attach's turn: on the blocking pool it overlaps the kernel work of the
-        //    attaches ahead in the queue and is done when the turn comes (8 at once: p90 -1 to
-        //    -2 ms, p50 the same; docs/benchmarks.md, eleventh round).
+        //    proceed together; each undoes itself if the other fails. The store's part is
+        //    queued before this attach's turn: the committer works on it while the attaches
+        //    ahead do their kernel work, and it is done when the turn comes (8 at once: p90 -1
+        //    to -2 ms, p50 the same; docs/benchmarks.md, eleventh round).
         let stored = {
-            let (store, st2, statics) = (self.store().clone(), st.clone(), req.ips.clone());
             // The record as stored; the transaction fills in the addresses it chooses.
             let template = EndpointRecord {
                 endpoint: Endpoint {
@@ -179,12 +178,12 @@ impl Daemon {
                 netns_dev: netns_id.dev,
                 netns_ino: netns_id.ino,
             };
-            blocking(move || store.attach(template, &st2.pools, &statics))
+            self.store().attach(template, &st.pools, &req.ips)
         };
         let _turn = self.take_turn().await;
         let linked = self.create_link(&st, &ns, &cont, &host_veth, &ifname, mac);
         let (stored, linked) = tokio::join!(stored, linked);
-        let rec = match stored.and_then(|r| r.map_err(DaemonError::from)) {
+        let rec = match stored.map_err(DaemonError::from) {
             Ok(rec) => rec,
             Err(e) => {
                 if let Err(de) = self.host().delete_link(&host_veth).await {
@@ -417,9 +416,7 @@ impl Daemon {
         crate::failpoint::hit("detach-after-veth");
         drop(turn);
         if errors.is_empty() {
-            let store = self.store().clone();
-            let key = rec.key();
-            if let Err(e) = blocking(move || store.detach(&key)).await? {
+            if let Err(e) = self.store().detach(&rec.key()).await {
                 errors.push(e.into());
             }
         }

@@ -265,9 +265,7 @@ impl Daemon {
     pub async fn create_network(&self, req: CreateNetwork) -> Result<Network, DaemonError> {
         let _ops = self.inner.net_ops.lock().await;
         let net = self.plan_network(&req).await?;
-        let store = self.store().clone();
-        let n = net.clone();
-        blocking(move || store.insert_network(&n)).await??;
+        self.store().insert_network(&net).await?;
         crate::failpoint::hit("create-after-store");
         match self.bring_up_network(&net, true).await {
             Ok(()) => {
@@ -276,9 +274,7 @@ impl Daemon {
                 Ok(net)
             }
             Err(e) => {
-                let store = self.store().clone();
-                let name = net.name.clone();
-                if let Err(se) = blocking(move || store.remove_network(&name)).await? {
+                if let Err(se) = self.store().remove_network(&net.name).await {
                     warn!(network = %net.name, cause = %se, "rolling back stored network failed");
                 }
                 Err(e)
@@ -342,9 +338,7 @@ impl Daemon {
         if let Err(e) = self.host().delete_link(&st.net.bridge).await {
             return Err(e.into());
         }
-        let store = self.store().clone();
-        let n = name.to_string();
-        blocking(move || store.remove_network(&n)).await??;
+        self.store().remove_network(name).await?;
         self.inner
             .networks
             .write()
