@@ -2,6 +2,7 @@
 //! `server` (HTTP/JSON on a Unix socket) → `daemon` (orchestration) → `store`, `netd_ipam`,
 //! `netlink`, `netd_firewall`, `netd_dns`.
 
+pub(crate) mod batch;
 pub mod daemon;
 pub mod failpoint;
 pub mod memory;

@@ -15,10 +15,10 @@ use std::future::Future;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::thread::JoinHandle;
 
+use crate::batch::Batcher;
 use ipnet::IpNet;
 use netd_api::{Endpoint, Network};
 use netd_ipam::{IpamError, Pool};
@@ -57,9 +57,10 @@ pub enum StoreError {
         /// Cause.
         source: std::io::Error,
     },
-    /// The store shut down before a queued write was committed.
-    #[error("{op}: the store closed before the write was committed")]
-    Closed {
+    /// A queued write never ran to its end: the store closed, or a write of its group
+    /// panicked.
+    #[error("{op}: the write was lost (the store closed, or a write committed with it panicked)")]
+    Lost {
         /// What was being done.
         op: &'static str,
     },
@@ -231,65 +232,17 @@ fn family(ip: &IpAddr) -> &'static str {
 #[derive(Clone)]
 pub struct Store {
     core: Arc<Core>,
-    /// Stops and joins the committer when the last handle goes.
-    _committer: Arc<Committer>,
+    /// The committer: one thread, each batch of queued writes one transaction. The last
+    /// handle's drop lets it finish and joins it.
+    writer: Arc<Batcher<Job>>,
 }
 
-/// What the handles and the committer thread share.
+/// What the handles and the committer share.
 struct Core {
     db: Database,
     path: PathBuf,
-    group: Group,
-}
-
-/// The writes waiting for the next commit.
-#[derive(Default)]
-struct Group {
-    state: Mutex<GroupState>,
-    /// Wakes the committer: a write was queued, or the store is closing.
-    work: Condvar,
     /// Transactions committed (each one fsync), for tests and diagnostics.
     commits: std::sync::atomic::AtomicU64,
-}
-
-#[derive(Default)]
-struct GroupState {
-    queued: Vec<Job>,
-    closing: bool,
-    /// Tests hold the committer so that writes queue up behind it.
-    #[cfg(test)]
-    held: bool,
-}
-
-impl GroupState {
-    /// Something to commit (and, in tests, the committer not held).
-    fn ready(&self) -> bool {
-        #[cfg(test)]
-        if self.held {
-            return false;
-        }
-        !self.queued.is_empty()
-    }
-}
-
-/// The committer thread's handle.
-struct Committer {
-    core: Arc<Core>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Drop for Committer {
-    fn drop(&mut self) {
-        lock(&self.core.group.state).closing = true;
-        self.core.group.work.notify_one();
-        if let Some(t) = self.thread.take() {
-            // A write body never holds a store handle, but if the last one ever went on the
-            // committer itself, joining would wait for ever.
-            if t.thread().id() != std::thread::current().id() {
-                let _ = t.join();
-            }
-        }
-    }
 }
 
 /// A write handed to the committer; resolves once it is durable (or refused).
@@ -313,7 +266,7 @@ impl<T> Pending<T> {
         let op = self.op;
         self.rx
             .blocking_recv()
-            .unwrap_or(Err(StoreError::Closed { op }))
+            .unwrap_or(Err(StoreError::Lost { op }))
     }
 }
 
@@ -324,7 +277,7 @@ impl<T> Future for Pending<T> {
         let op = self.op;
         Pin::new(&mut self.rx)
             .poll(cx)
-            .map(|r| r.unwrap_or(Err(StoreError::Closed { op })))
+            .map(|r| r.unwrap_or(Err(StoreError::Lost { op })))
     }
 }
 
@@ -363,38 +316,6 @@ pub struct Snapshot {
 }
 
 impl Core {
-    /// The committer thread: commits whatever is queued, as one group, until the store closes.
-    fn run_committer(&self) {
-        loop {
-            let mut jobs = {
-                let mut st = lock(&self.group.state);
-                loop {
-                    if st.ready() {
-                        break std::mem::take(&mut st.queued);
-                    }
-                    if st.closing && st.queued.is_empty() {
-                        return;
-                    }
-                    st = self.group.work.wait(st).unwrap_or_else(|e| e.into_inner());
-                }
-            };
-            let done = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                self.commit_group(&mut jobs)
-            }));
-            if done.is_err() {
-                // Nobody may wait for ever on a write a panic cut short; later writes go on.
-                for j in jobs {
-                    (j.settle)(Err(self.db_err(
-                        j.op,
-                        redb::StorageError::Io(std::io::Error::other(
-                            "a write of the same group panicked",
-                        )),
-                    )));
-                }
-            }
-        }
-    }
-
     fn db_err(&self, op: &'static str, e: impl Into<redb::Error>) -> StoreError {
         StoreError::Db {
             op,
@@ -438,8 +359,7 @@ impl Core {
                 }
                 None => match tx.commit() {
                     Ok(()) => {
-                        self.group
-                            .commits
+                        self.commits
                             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         jobs.drain(..).for_each(|j| (j.settle)(Ok(())));
                     }
@@ -483,24 +403,19 @@ impl Store {
         let core = Arc::new(Core {
             db,
             path,
-            group: Group::default(),
+            commits: Default::default(),
         });
-        let thread = std::thread::Builder::new()
-            .name("netd-store".into())
-            .spawn({
-                let core = core.clone();
-                move || core.run_committer()
-            })
-            .map_err(|source| StoreError::Dir {
-                path: dir.to_path_buf(),
-                source,
-            })?;
+        let writer = Batcher::spawn("netd-store", {
+            let core = core.clone();
+            move |mut jobs| core.commit_group(&mut jobs)
+        })
+        .map_err(|source| StoreError::Dir {
+            path: dir.to_path_buf(),
+            source,
+        })?;
         let store = Store {
-            core: core.clone(),
-            _committer: Arc::new(Committer {
-                core,
-                thread: Some(thread),
-            }),
+            core,
+            writer: Arc::new(writer),
         };
         let path = store.core.path.clone();
         store
@@ -567,8 +482,7 @@ impl Store {
                 let _ = tx.send(r);
             }),
         };
-        lock(&self.core.group.state).queued.push(job);
-        self.core.group.work.notify_one();
+        self.writer.submit(job);
         Pending { op, rx }
     }
 
@@ -883,8 +797,7 @@ mod tests {
         let wanted: IpAddr = "10.3.0.50".parse().unwrap();
         // Hold the committer as if a commit were under way; six attaches queue up behind it,
         // the first two asking for the same static address.
-        let group = &s.core.group;
-        lock(&group.state).held = true;
+        s.writer.hold(true);
         let writers: Vec<_> = (0..6)
             .map(|i| {
                 let (s, pools) = (s.clone(), vec![pool.clone()]);
@@ -895,14 +808,13 @@ mod tests {
                 })
             })
             .collect();
-        while lock(&group.state).queued.len() < 6 {
+        while s.writer.queued() < 6 {
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
-        let before = group.commits.load(std::sync::atomic::Ordering::Relaxed);
-        lock(&group.state).held = false;
-        group.work.notify_one();
+        let before = s.core.commits.load(std::sync::atomic::Ordering::Relaxed);
+        s.writer.hold(false);
         let results: Vec<_> = writers.into_iter().map(|w| w.join().unwrap()).collect();
-        let after = group.commits.load(std::sync::atomic::Ordering::Relaxed);
+        let after = s.core.commits.load(std::sync::atomic::Ordering::Relaxed);
         assert_eq!(after - before, 1, "the five that succeed share one commit");
         let (won, lost): (Vec<_>, Vec<_>) = results[..2].iter().partition(|r| r.is_ok());
         assert_eq!((won.len(), lost.len()), (1, 1), "{results:?}");
@@ -1004,7 +916,7 @@ mod tests {
     }
 
     #[test]
-    fn a_write_that_panics_fails_alone_and_later_writes_go_on() {
+    fn a_write_that_panics_is_lost_and_later_writes_go_on() {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(dir.path()).unwrap();
         let err = s
@@ -1013,7 +925,7 @@ mod tests {
             })
             .wait()
             .unwrap_err();
-        assert!(err.to_string().contains("panicked"), "{err}");
+        assert!(matches!(err, StoreError::Lost { op: "exploding" }), "{err}");
         // The committer survived, and awaiting a write works from async code too.
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()
