@@ -11,15 +11,16 @@ use tracing::{debug, info, warn};
 use super::network::bridge_spec;
 use super::{blocking, now, Daemon, DaemonError, NetState};
 use crate::names::{self, check_container_id, check_dns_name, check_ifname};
-use crate::netlink::{LinkInfo, Netlink, VethSpec};
+use crate::netlink::{Netlink, VethSpec};
 use crate::netns::{still_exists, Netns, NetnsId};
 use crate::store::{endpoint_key, EndpointRecord};
 
 /// The interfaces of a freshly created veth pair.
 struct Links {
-    bridge: LinkInfo,
+    bridge_mac: [u8; 6],
     host_mac: [u8; 6],
-    inner: LinkInfo,
+    /// Index of the container's end, in its namespace.
+    inner: u32,
 }
 
 /// Base metric of container default routes (netavark uses 100 too).
@@ -138,10 +139,10 @@ impl Daemon {
         let cont = Netlink::in_netns(&ns)?;
         // A detach of this name a moment ago left the interface to the reaper: take it now
         // (if the reaper is at it already, the flush waits behind it on the same socket).
-        let mut taken = cont.link_by_name(&ifname).await?.is_some();
+        let mut taken = cont.index_and_mac(&ifname)?.is_some();
         if taken {
             self.flush_retired().await;
-            taken = cont.link_by_name(&ifname).await?.is_some();
+            taken = cont.index_and_mac(&ifname)?.is_some();
         }
         if taken {
             return Err(DaemonError::InterfaceExists {
@@ -230,13 +231,13 @@ impl Daemon {
     ) -> Result<Links, DaemonError> {
         let host = self.host();
         // The bridge may have been deleted behind our back: recreate it rather than fail.
-        let bridge = match host.link_by_name(&st.net.bridge).await? {
+        let (bridge, bridge_mac) = match host.index_and_mac(&st.net.bridge)? {
             Some(b) => b,
             None => {
                 warn!(bridge = %st.net.bridge, "bridge missing; recreating");
                 let bridge = host.ensure_bridge(&bridge_spec(&st.net)).await?.0;
                 self.reattach_ports(st, bridge.index).await?;
-                bridge
+                (bridge.index, bridge.mac.unwrap_or_default())
             }
         };
         // Chosen here rather than by the kernel, so the result needs no read-back.
@@ -245,7 +246,7 @@ impl Daemon {
             host_name: host_veth.to_string(),
             peer_name: ifname.to_string(),
             peer_netns: ns,
-            master: bridge.index,
+            master: bridge,
             mtu: st.net.mtu,
             peer_mac: Some(mac),
             host_mac: Some(host_mac),
@@ -277,19 +278,23 @@ impl Daemon {
             // every new interface sends MLD reports, router solicitations and DAD probes that
             // the bridge floods to every port, a cost that grows with each container. The
             // bridge's RA guard keeps a neighbour from handing it addresses later.
+            let (inner, _) =
+                cont.index_and_mac(ifname)?
+                    .ok_or_else(|| DaemonError::CheckFailed {
+                        what: format!("{ifname} in {}", ns.path().display()),
+                        problem: "interface vanished right after creation".into(),
+                    })?;
+            // Sent together on the one socket, in this order (the kernel applies them in
+            // order): no link-local address before the interface comes up.
             let quiet = async {
-                if v4_only {
-                    cont.no_link_local(ifname).await?;
+                match v4_only {
+                    true => cont.no_link_local(ifname).await,
+                    false => Ok(()),
                 }
-                Ok::<_, DaemonError>(())
             };
-            let (quiet, inner) = tokio::join!(quiet, cont.link_by_name(ifname));
+            let (quiet, up, lo) =
+                tokio::join!(quiet, cont.set_up(inner, ifname), cont.set_up(1, "lo"));
             quiet?;
-            let inner = inner?.ok_or_else(|| DaemonError::CheckFailed {
-                what: format!("{ifname} in {}", ns.path().display()),
-                problem: "interface vanished right after creation".into(),
-            })?;
-            let (up, lo) = tokio::join!(cont.set_up(inner.index, ifname), cont.set_up(1, "lo"));
             up?;
             lo?;
             Ok::<_, DaemonError>(inner)
@@ -297,7 +302,7 @@ impl Daemon {
         let (host_up, inner) = tokio::join!(host_side, container_side);
         host_up?;
         Ok(Links {
-            bridge,
+            bridge_mac,
             host_mac,
             inner: inner?,
         })
@@ -312,19 +317,19 @@ impl Daemon {
         links: Links,
     ) -> Result<AttachResult, DaemonError> {
         let ep = &rec.endpoint;
-        let inner = &links.inner;
+        let inner = links.inner;
         // The requests go out together on the one socket, in this order, and the kernel applies
         // them in order: the routes find their gateways on-link through the addresses.
         let addrs = ep
             .ips
             .iter()
-            .map(|ip| cont.add_address(inner.index, &ep.ifname, *ip));
+            .map(|ip| cont.add_address(inner, &ep.ifname, *ip));
         let gateways: &[IpAddr] = if st.net.internal { &[] } else { &ep.gateways };
         // The first interface of a container (lowest index) wins the default route.
-        let metric = DEFAULT_ROUTE_METRIC + inner.index;
+        let metric = DEFAULT_ROUTE_METRIC + inner;
         let defaults = gateways
             .iter()
-            .map(|gw| cont.add_default_route(inner.index, &ep.ifname, *gw, metric));
+            .map(|gw| cont.add_default_route(inner, &ep.ifname, *gw, metric));
         let (addrs, defaults) = tokio::join!(join_all(addrs), join_all(defaults));
         addrs
             .into_iter()
@@ -346,11 +351,7 @@ impl Daemon {
         Ok(AttachResult {
             endpoint: ep.clone(),
             bridge: st.net.bridge.clone(),
-            bridge_mac: links
-                .bridge
-                .mac
-                .map(|m| names::format_mac(&m))
-                .unwrap_or_default(),
+            bridge_mac: names::format_mac(&links.bridge_mac),
             host_veth_mac: names::format_mac(&links.host_mac),
             routes,
             dns: DnsInfo {
