@@ -41,7 +41,7 @@ def tables(r):
         c = r["cni"]
         out.append(f"### CNI ADD/DEL latency (ms), {c['n']} containers per system on one network, "
                    f"windows of {c['window']}\n")
-        out.append(f"Spawn floor (Python → /bin/true): {f(c.get('exec_floor_ms'), 2)} ms; "
+        out.append(f"Spawn floor (ndb-spawn → /bin/true): {f(c.get('exec_floor_ms'), 2)} ms; "
                    f"`netd-cni` VERSION: {f(c.get('netd_cni_version_ms'), 2)} ms\n")
         for key, ph in c["phases"].items():
             n = ph["n_done"]
