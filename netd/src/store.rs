@@ -409,10 +409,7 @@ impl Store {
             let core = core.clone();
             move |mut jobs| core.commit_group(&mut jobs)
         })
-        .map_err(|source| StoreError::Dir {
-            path: dir.to_path_buf(),
-            source,
-        })?;
+        .map_err(|e| core.db_err("starting the committer thread", redb::StorageError::Io(e)))?;
         let store = Store {
             core,
             writer: Arc::new(writer),

@@ -289,11 +289,11 @@ class System:
     def cns(self, i):
         return f"ndb-{self.short}-c{i}"
 
-    def run_plugin(self, path, env, stdin):
-        dt, code, out, err = spawn(path, env, stdin)
+    def run_plugin(self, path, env, stdin, args=()):
+        dt, code, out, err = spawn(path, env, stdin, args)
         if code != 0:
-            raise RuntimeError(f"{self.name} {env.get('CNI_COMMAND')} {os.path.basename(path)} "
-                               f"{env.get('CNI_NETNS')}: {out} {err}")
+            what = " ".join(args) or f"{env.get('CNI_COMMAND')} {env.get('CNI_NETNS')}"
+            raise RuntimeError(f"{self.name} {os.path.basename(path)} {what}: {out} {err}")
         return dt, out
 
 
@@ -448,12 +448,11 @@ class Netavark(System):
         t0 = time.perf_counter()
         with self.lock:
             waited = time.perf_counter() - t0
-            dt, code, out, err = spawn(
-                NETAVARK, {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}, self.opts(i, ports),
+            dt, _ = self.run_plugin(
+                NETAVARK, {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
+                self.opts(i, ports),
                 ["--config", self.dir, "--rootless", "false", "--aardvark-binary", AARDVARK,
                  cmd, f"/run/netns/{self.cns(i)}"])
-        if code != 0:
-            raise RuntimeError(f"netavark {cmd} {i}: {out} {err}")
         return waited + dt
 
     def add(self, i, ports):

@@ -139,10 +139,10 @@ impl Daemon {
         let cont = Netlink::in_netns(&ns)?;
         // A detach of this name a moment ago left the interface to the reaper: take it now
         // (if the reaper is at it already, the flush waits behind it on the same socket).
-        let mut taken = cont.index_and_mac(&ifname)?.is_some();
+        let mut taken = cont.index_of(&ifname)?.is_some();
         if taken {
             self.flush_retired().await;
-            taken = cont.index_and_mac(&ifname)?.is_some();
+            taken = cont.index_of(&ifname)?.is_some();
         }
         if taken {
             return Err(DaemonError::InterfaceExists {
@@ -274,22 +274,23 @@ impl Daemon {
             Ok::<_, DaemonError>(())
         };
         let container_side = async {
+            let inner = cont
+                .index_of(ifname)?
+                .ok_or_else(|| DaemonError::CheckFailed {
+                    what: format!("{ifname} in {}", ns.path().display()),
+                    problem: "interface vanished right after creation".into(),
+                })?;
             // On an IPv4-only network the container end gets no IPv6 address either: otherwise
             // every new interface sends MLD reports, router solicitations and DAD probes that
             // the bridge floods to every port, a cost that grows with each container. The
-            // bridge's RA guard keeps a neighbour from handing it addresses later.
-            let (inner, _) =
-                cont.index_and_mac(ifname)?
-                    .ok_or_else(|| DaemonError::CheckFailed {
-                        what: format!("{ifname} in {}", ns.path().display()),
-                        problem: "interface vanished right after creation".into(),
-                    })?;
-            // Sent together on the one socket, in this order (the kernel applies them in
-            // order): no link-local address before the interface comes up.
+            // bridge's RA guard keeps a neighbour from handing it addresses later. Sent
+            // together on the one socket, in this order (the kernel applies them in order): no
+            // link-local address before the interface comes up.
             let quiet = async {
-                match v4_only {
-                    true => cont.no_link_local(ifname).await,
-                    false => Ok(()),
+                if v4_only {
+                    cont.no_link_local(ifname).await
+                } else {
+                    Ok(())
                 }
             };
             let (quiet, up, lo) =

@@ -106,17 +106,14 @@ pub(crate) fn now() -> u64 {
         .unwrap_or(0)
 }
 
-/// Runs blocking work (store fsyncs, firewall batches) off the async workers. It starts at
-/// once, not when the future is first polled, so an attach's store write can run while the
-/// attach waits for its turn.
-pub(crate) fn blocking<T: Send + 'static>(
+/// Runs blocking work (firewall batches, whole-store reads, opening the store) off the async
+/// workers. Store writes do not come here: they go to the store's committer.
+pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> T + Send + 'static,
-) -> impl std::future::Future<Output = Result<T, DaemonError>> {
-    let task = tokio::task::spawn_blocking(f);
-    async move {
-        task.await
-            .map_err(|e| DaemonError::Subsystem(format!("blocking task failed: {e}")))
-    }
+) -> Result<T, DaemonError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| DaemonError::Subsystem(format!("blocking task failed: {e}")))
 }
 
 impl Daemon {

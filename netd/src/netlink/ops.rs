@@ -248,18 +248,10 @@ impl Netlink {
     /// the 1.5 KB answer of a full link dump to build and parse (an attach looks up three
     /// names).
     pub fn index_and_mac(&self, name: &str) -> Result<Option<(u32, [u8; 6])>, NetlinkError> {
-        let fail = |e: std::io::Error| NetlinkError::Kernel {
-            op: "looking up interface",
-            target: name.to_string(),
-            errno: e.raw_os_error(),
-            message: e.to_string(),
-        };
-        let Some(index) = self.ifreq(name, libc::SIOCGIFINDEX).map_err(fail)? else {
+        let Some(index) = self.index_of(name)? else {
             return Ok(None);
         };
-        // SAFETY: SIOCGIFINDEX filled in the index member of the union.
-        let index = unsafe { index.ifr_ifru.ifru_ifindex } as u32;
-        let Some(hw) = self.ifreq(name, libc::SIOCGIFHWADDR).map_err(fail)? else {
+        let Some(hw) = self.ifreq(name, libc::SIOCGIFHWADDR)? else {
             return Ok(None);
         };
         // SAFETY: SIOCGIFHWADDR filled in the hardware address member of the union.
@@ -268,12 +260,27 @@ impl Netlink {
         Ok(Some((index, mac)))
     }
 
+    /// An interface's index by name (one ioctl, see [`Netlink::index_and_mac`]); `None` when
+    /// it does not exist.
+    pub fn index_of(&self, name: &str) -> Result<Option<u32>, NetlinkError> {
+        // SAFETY: SIOCGIFINDEX fills in the index member of the union.
+        Ok(self
+            .ifreq(name, libc::SIOCGIFINDEX)?
+            .map(|r| unsafe { r.ifr_ifru.ifru_ifindex } as u32))
+    }
+
     /// One interface ioctl by name; `None` on ENODEV.
-    fn ifreq(&self, name: &str, request: libc::Ioctl) -> std::io::Result<Option<libc::ifreq>> {
+    fn ifreq(&self, name: &str, request: libc::Ioctl) -> Result<Option<libc::ifreq>, NetlinkError> {
+        let fail = |e: std::io::Error| NetlinkError::Kernel {
+            op: "looking up interface",
+            target: name.to_string(),
+            errno: e.raw_os_error(),
+            message: e.to_string(),
+        };
         // SAFETY: ifreq is plain data; all zeroes is a valid value.
         let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
         if name.len() >= req.ifr_name.len() || name.as_bytes().contains(&0) {
-            return Err(std::io::Error::from_raw_os_error(libc::EINVAL));
+            return Err(fail(std::io::Error::from_raw_os_error(libc::EINVAL)));
         }
         for (dst, src) in req.ifr_name.iter_mut().zip(name.bytes()) {
             *dst = src as libc::c_char;
@@ -283,7 +290,7 @@ impl Netlink {
             let e = std::io::Error::last_os_error();
             return match e.raw_os_error() {
                 Some(ENODEV) => Ok(None),
-                _ => Err(e),
+                _ => Err(fail(e)),
             };
         }
         Ok(Some(req))
