@@ -201,10 +201,11 @@ impl Daemon {
         rec: &EndpointRecord,
     ) -> Result<(), DaemonError> {
         if let Some(fw) = self.firewall() {
-            let spec = endpoint_spec(rec);
-            blocking(move || fw.add_endpoint(&spec))
-                .await?
-                .map_err(fw_err)?;
+            // Inline, not on the blocking pool: one small batch whose commit the kernel
+            // finishes inside the send (its acks are queued before sendmsg returns), like every
+            // rtnetlink request of the attach; a hop to a pool thread and back cost two
+            // wake-ups on this attach's critical path.
+            fw.add_endpoint(&endpoint_spec(rec)).map_err(fw_err)?;
         }
         if let Some(dns) = &self.inner.dns {
             if let Err(e) = dns.add_endpoint(&net.name, endpoint_dns(rec)) {
@@ -220,15 +221,9 @@ impl Daemon {
             dns.remove_endpoint(&net.name, &rec.endpoint.container_id);
         }
         if let Some(fw) = self.firewall() {
-            let spec = endpoint_spec(rec);
-            match blocking(move || fw.remove_endpoint(&spec)).await {
-                Ok(Err(e)) => {
-                    warn!(endpoint = %rec.key(), cause = %e, "removing firewall elements failed")
-                }
-                Err(e) => {
-                    warn!(endpoint = %rec.key(), cause = %e, "removing firewall elements failed")
-                }
-                Ok(Ok(())) => {}
+            // Inline for the reason given in `plug_endpoint_up`.
+            if let Err(e) = fw.remove_endpoint(&endpoint_spec(rec)) {
+                warn!(endpoint = %rec.key(), cause = %e, "removing firewall elements failed")
             }
         }
     }
