@@ -9,7 +9,7 @@ use netd_api::{AttachRequest, AttachResult, AttachmentId, DnsInfo, Endpoint, GcR
 use tracing::{debug, info, warn};
 
 use super::network::bridge_spec;
-use super::{blocking, now, Daemon, DaemonError, NetState};
+use super::{blocking, now, turns, Daemon, DaemonError, NetState};
 use crate::names::{self, check_container_id, check_dns_name, check_ifname};
 use crate::netlink::{Netlink, VethSpec};
 use crate::netns::{still_exists, Netns, NetnsId};
@@ -181,9 +181,11 @@ impl Daemon {
             };
             self.store().attach(template, &st.pools, &req.ips)
         };
-        let _turn = self.take_turn().await;
+        let turn = self.take_turn().await;
         let linked = self.create_link(&st, &ns, &cont, &host_veth, &ifname, mac);
-        let (stored, linked) = tokio::join!(stored, linked);
+        // The first attach of a burst finds its commit still on the disk when its veth is
+        // done: the next attach's turn begins then, not after that fsync.
+        let (linked, stored, _turn) = turns::overlap(turn, linked, stored).await;
         let rec = match stored.map_err(DaemonError::from) {
             Ok(rec) => rec,
             Err(e) => {

@@ -14,6 +14,7 @@
 //! [`TURN_MAX`] even if its attach has not finished (a slow container namespace, a request
 //! the kernel is slow to answer), and the next attach starts beside it.
 
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -63,6 +64,33 @@ impl Turns {
 
 fn end(permit: &Mutex<Option<OwnedSemaphorePermit>>) {
     permit.lock().unwrap_or_else(|p| p.into_inner()).take();
+}
+
+/// Runs a turn's own work (`ours`, on this thread) beside work another thread finishes for it
+/// (`theirs`), both from the start. If `ours` is done first, the turn ends there instead of
+/// being held idle while `theirs` is still on its way: the next attach starts its kernel work
+/// meanwhile. The turn comes back only when `theirs` was ready first, to cover what follows.
+pub(crate) async fn overlap<A: Future, B: Future>(
+    turn: Turn,
+    ours: A,
+    theirs: B,
+) -> (A::Output, B::Output, Option<Turn>) {
+    tokio::pin!(ours, theirs);
+    let mut early = None;
+    let mine = loop {
+        tokio::select! {
+            biased;
+            t = &mut theirs, if early.is_none() => early = Some(t),
+            o = &mut ours => break o,
+        }
+    };
+    match early {
+        Some(t) => (mine, t, Some(turn)),
+        None => {
+            drop(turn);
+            (mine, theirs.await, None)
+        }
+    }
 }
 
 impl Drop for Turn {
