@@ -145,4 +145,46 @@ mod tests {
         drop(next);
         assert_eq!(turns.sem.available_permits(), 1);
     }
+
+    #[tokio::test]
+    async fn overlap_ends_the_turn_while_the_other_thread_is_still_working() {
+        let turns = Turns::new();
+        let (done, theirs) = tokio::sync::oneshot::channel::<u32>();
+        let turn = turns.take().await;
+        let overlapped = tokio::spawn(async move {
+            let ours = async { 1 };
+            overlap(turn, ours, async { theirs.await.unwrap() }).await
+        });
+        // Our part is done and theirs is not: the turn is free at once (long before its
+        // expiry), while theirs is still pending.
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(
+            turns.sem.available_permits(),
+            1,
+            "the turn ended when our part was done"
+        );
+        assert!(!overlapped.is_finished());
+        done.send(2).unwrap();
+        let (mine, other, kept) = overlapped.await.unwrap();
+        assert_eq!((mine, other), (1, 2));
+        assert!(kept.is_none(), "a turn already handed on is not given back");
+    }
+
+    #[tokio::test]
+    async fn overlap_keeps_the_turn_when_the_other_thread_was_first() {
+        let turns = Turns::new();
+        let turn = turns.take().await;
+        let ours = async {
+            tokio::task::yield_now().await;
+            "veth"
+        };
+        let (mine, other, kept) = overlap(turn, ours, async { "record" }).await;
+        assert_eq!((mine, other), ("veth", "record"));
+        assert!(kept.is_some(), "what follows still runs in this turn");
+        assert_eq!(turns.sem.available_permits(), 0);
+        drop(kept);
+        assert_eq!(turns.sem.available_permits(), 1);
+    }
 }
