@@ -628,6 +628,27 @@ fn failed_adds_leave_nothing_behind() {
 }
 
 #[test]
+fn a_configuration_larger_than_the_plugins_arena_works() {
+    // The plugin serves its memory from a 1 MiB arena and the rest from the system allocator:
+    // a configuration three times that size (a runtime's prevResult, annotations) still works,
+    // for ADD, CHECK and DEL.
+    let cni = Cni::new("roomy", "1.0.0", json!({"subnet": "10.64.8.0/24"}));
+    let ns = cni.host.container("roomya");
+    let padding = json!({ "annotations": { "big": "x".repeat(3 << 20) } });
+    let conf = cni.conf_with(padding.clone());
+    let result = cni.call("ADD", "big", &ns.path(), "", &conf).result();
+    let addr = container_addr(&result);
+    assert!(addr.starts_with("10.64.8."), "{addr}");
+    assert!(ns.addrs("eth0").contains(&addr), "{addr} on eth0");
+    let mut check = conf.clone();
+    merge(&mut check, &json!({ "prevResult": result }));
+    cni.call("CHECK", "big", &ns.path(), "", &check).silent();
+    cni.call("DEL", "big", &ns.path(), "", &conf).silent();
+    assert!(cni.endpoints().is_empty());
+    assert_eq!(ns.links(), vec!["lo"]);
+}
+
+#[test]
 fn cni_args_and_runtime_config_reach_the_endpoint() {
     let cni = Cni::new("opts", "1.0.0", json!({"subnet": "10.67.0.0/24"}));
     // Podman: CNI_ARGS with name, static IP and MAC; aliases as a map; ports lower camel case.

@@ -5,6 +5,7 @@
 //! [`run`] is the whole program over explicit inputs and outputs; `main` only wires it to the
 //! process environment and standard streams.
 
+pub mod arena;
 pub mod commands;
 pub mod config;
 pub mod env;

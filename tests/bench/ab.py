@@ -2,7 +2,7 @@
 """A/B of two netd builds: CNI ADD latency through the plugin, alternating A B B A ... in one run.
 
 Usage (root): tests/bench/ab.py OLD_NETD NEW_NETD [--n 300] [--gap-ms 25] [--par 1] [--plugin PATH]
-                                [--del]
+                                [--plugins OLD_PLUGIN NEW_PLUGIN] [--del]
 
 Each build gets its own host namespace (ndb-a-h, ndb-b-h) and its own containers; ADDs
 alternate between them (order flipped every container), once back to back and once with an
@@ -35,6 +35,12 @@ class Build(bench.Netd):
         self.name, self.short, self.binary = f"netd-{tag}", tag, binary
         self.host = f"ndb-{tag}-h"
         self.subnet = "10.70.0.0/16" if tag == "a" else "10.71.0.0/16"
+
+
+def label(b):
+    """A build's name in the tables: its netd binary, and its plugin when they differ."""
+    plugin = getattr(b, "plugin_path", None)
+    return os.path.basename(b.binary) + (f"+{os.path.basename(plugin)}" if plugin else "")
 
 
 def run_pass(builds, pools, n, gap, offset, par=1, op="add"):
@@ -78,10 +84,14 @@ def main():
     ap.add_argument("--gap-ms", type=float, default=25.0)
     ap.add_argument("--par", type=int, default=1, help="ADDs at once (in batches)")
     ap.add_argument("--plugin", default=bench.NETD_CNI)
+    ap.add_argument("--plugins", nargs=2, metavar=("OLD_PLUGIN", "NEW_PLUGIN"),
+                    help="A/B of two plugin builds (each build of netd runs with its own)")
     ap.add_argument("--del", dest="dels", action="store_true", help="also time the DELs")
     a = ap.parse_args()
     bench.NETD_CNI = a.plugin
     builds = [Build("a", a.old), Build("b", a.new)]
+    for b, plugin in zip(builds, a.plugins or ()):
+        b.plugin_path = plugin
     hosts = [b.host for b in builds]
     cns = [b.cns(i) for b in builds for i in range(1, 2 * a.n + 1)]
     pools = {}
@@ -103,7 +113,7 @@ def main():
                   " veths gone after the last DEL)")
             for b in builds:
                 t = [x * 1e3 for x in times[b.name]]
-                print(f"  {b.name} {os.path.basename(b.binary):16} {statistics.median(t):6.2f}"
+                print(f"  {b.name} {label(b):16} {statistics.median(t):6.2f}"
                       f" / {bench.pct(t, 90):6.2f}  cpu {cpu[b.name]:5.2f}"
                       f"  drained {drained.get(b.name, float('nan')):6.1f}")
         for title, times in passes.items():
@@ -112,7 +122,7 @@ def main():
             for b in builds:
                 t = [x * 1e3 for x in times[b.name]]
                 h = len(t) // 2
-                print(f"  {b.name} {os.path.basename(b.binary):16} {statistics.median(t):6.2f}"
+                print(f"  {b.name} {label(b):16} {statistics.median(t):6.2f}"
                       f" / {statistics.median(t[:h]):6.2f} / {statistics.median(t[h:]):6.2f}"
                       f"  p90 {bench.pct(t, 90):6.2f}")
     finally:
