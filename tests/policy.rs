@@ -217,6 +217,15 @@ fn spoofed_source_addresses_are_dropped() {
     h.netctl_ok(&["create", "s", "--subnet", "10.96.0.0/24"]);
     let c1 = h.container("c1");
     h.netctl_ok(&["connect", "s", "--netns", &c1.path(), "--name", "one"]);
+    // The fast path holds exactly the endpoint's own port, MAC and address.
+    let own4 = must(h.ns.cmd(&["nft", "list", "set", "bridge", "netd", "own4"]));
+    let mac = must(c1.cmd(&["cat", "/sys/class/net/eth0/address"]));
+    let mac = mac.trim();
+    assert!(
+        own4.contains(&format!("{mac} . 10.96.0.")),
+        "own4 lacks the endpoint:\n{own4}"
+    );
+    assert!(c1.ping("10.96.0.1"), "the endpoint's own frames pass");
     must(c1.cmd(&["ip", "addr", "flush", "dev", "eth0"]));
     must(c1.cmd(&["ip", "addr", "add", "10.96.0.77/24", "dev", "eth0"]));
     must(c1.cmd(&["ip", "route", "add", "default", "via", "10.96.0.1"]));

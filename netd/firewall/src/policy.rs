@@ -420,6 +420,9 @@ pub const ALLOW_MAC: &str = "allow_mac";
 pub const ALL_MACS: &str = "all_macs";
 /// Bridge table set: `iifname . ip saddr` allowed (also ARP sender address).
 pub const ALLOW4: &str = "allow4";
+/// Bridge table set: `iifname . ether saddr . ip saddr` of each endpoint's own MAC and IPv4
+/// addresses: the common frame, accepted after one lookup.
+pub const OWN4: &str = "own4";
 /// Bridge table set: `iifname . ip6 saddr` allowed.
 pub const ALLOW6: &str = "allow6";
 /// Bridge table set: host veths of endpoints on `icc=false` networks (keyed by port rather
@@ -518,6 +521,7 @@ fn bridge_sets() -> Vec<SetSpec> {
         set(ALLOW_MAC, vec![Ifname, Ether]),
         set(ALL_MACS, vec![Ether]),
         set(ALLOW4, vec![Ifname, Ipv4]),
+        set(OWN4, vec![Ifname, Ether, Ipv4]),
         set(ALLOW6, vec![Ifname, Ipv6]),
         set(NO_ICC, vec![Ifname]),
     ]
@@ -638,6 +642,16 @@ fn bridge_chains() -> Vec<ChainSpec> {
         regular(
             "guard".into(),
             vec![
+                // The common frame first: IPv4 from the port's endpoint, its own MAC and
+                // address (whatever the rules below would do with it, they accept it), in one
+                // lookup instead of four.
+                rule(
+                    vec![
+                        Match::EtherType(ETH_P_IP),
+                        in_set(vec![IifName, EtherSaddr, Ip4Saddr], OWN4, false),
+                    ],
+                    Action::Accept,
+                ),
                 // Another endpoint's MAC from this port is a spoof. A MAC no endpoint owns is
                 // allowed: a chained `tuning` plugin may change the container's MAC after ADD.
                 rule(
@@ -893,6 +907,16 @@ pub fn endpoint_elements(
         );
     }
     for ip in &ep.ips {
+        if let IpAddr::V4(v4) = ip {
+            push(
+                TableFamily::Bridge,
+                OWN4,
+                Element {
+                    key: vec![veth(), Value::Ether(ep.mac), Value::Ipv4(*v4)],
+                    data: ElemData::None,
+                },
+            );
+        }
         let set = match ip {
             IpAddr::V4(_) => ALLOW4,
             IpAddr::V6(_) => ALLOW6,
@@ -1338,6 +1362,17 @@ mod tests {
                 data: ElemData::None
             }]
         );
+        assert_eq!(
+            els[&(TableFamily::Bridge, OWN4)],
+            vec![Element {
+                key: vec![
+                    Value::Ifname("vethx".into()),
+                    Value::Ether([2, 0, 0, 0, 0, 5]),
+                    Value::Ipv4("10.1.0.5".parse().unwrap()),
+                ],
+                data: ElemData::None
+            }]
+        );
         assert_eq!(els[&(TableFamily::Bridge, ALLOW6)].len(), 1);
         assert_eq!(els[&(TableFamily::Bridge, VETHS)].len(), 1);
         assert_eq!(
@@ -1462,7 +1497,8 @@ mod tests {
                 let fams = if m.host_ip.is_some() { 1 } else { e.ips.len() };
                 usize::from(m.count) * fams
             }).sum();
-            prop_assert_eq!(n_elems, 3 + e.ips.len() + expected_ports);
+            let own4 = e.ips.iter().filter(|ip| ip.is_ipv4()).count();
+            prop_assert_eq!(n_elems, 3 + e.ips.len() + own4 + expected_ports);
             // the inverse batch deletes exactly what was added
             let del = endpoint_batch("netd", &n, &e, false).unwrap();
             prop_assert_eq!(del.len(), ops.len());
