@@ -204,7 +204,9 @@ impl Daemon {
             // Inline, not on the blocking pool: one small batch whose commit the kernel
             // finishes inside the send (its acks are queued before sendmsg returns), like every
             // rtnetlink request of the attach; a hop to a pool thread and back cost two
-            // wake-ups on this attach's critical path.
+            // wake-ups on this attach's critical path. While a whole-table re-sync (start-up,
+            // drift) holds the firewall's lock this waits for it, as the port check before
+            // the attach already did.
             fw.add_endpoint(&endpoint_spec(rec)).map_err(fw_err)?;
         }
         if let Some(dns) = &self.inner.dns {
