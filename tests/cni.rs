@@ -635,7 +635,7 @@ fn a_configuration_larger_than_the_plugins_arena_works() {
     let cni = Cni::new("roomy", "1.0.0", json!({"subnet": "10.64.8.0/24"}));
     let ns = cni.host.container("roomya");
     let padding = json!({ "annotations": { "big": "x".repeat(3 << 20) } });
-    let conf = cni.conf_with(padding.clone());
+    let conf = cni.conf_with(padding);
     let result = cni.call("ADD", "big", &ns.path(), "", &conf).result();
     let addr = container_addr(&result);
     assert!(addr.starts_with("10.64.8."), "{addr}");

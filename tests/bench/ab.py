@@ -39,8 +39,8 @@ class Build(bench.Netd):
 
 def label(b):
     """A build's name in the tables: its netd binary, and its plugin when they differ."""
-    plugin = getattr(b, "plugin_path", None)
-    return os.path.basename(b.binary) + (f"+{os.path.basename(plugin)}" if plugin else "")
+    plugin = f"+{os.path.basename(b.plugin_path)}" if b.plugin_path else ""
+    return os.path.basename(b.binary) + plugin
 
 
 def run_pass(builds, pools, n, gap, offset, par=1, op="add"):

@@ -306,6 +306,8 @@ class Netd(System):
         self.dir = f"{RUN}/nd"
         self.sock = f"{self.dir}/netd.sock"
         self.proc = None
+        # Its own plugin build in an A/B of two (ab.py --plugins); else NETD_CNI.
+        self.plugin_path = None
 
     def start(self):
         # Directories are per instance (self.short), so several netd never share a socket.
@@ -335,15 +337,13 @@ class Netd(System):
                 "CNI_IFNAME": "eth0", "CNI_PATH": CNI_BIN,
                 "CNI_ARGS": f"IgnoreUnknown=1;K8S_POD_NAME=c{i}"}
 
-    def plugin(self):
-        # An A/B of two plugin builds (ab.py --plugins) gives each instance its own.
-        return getattr(self, "plugin_path", None) or NETD_CNI
-
     def add(self, i, ports):
-        return self.run_plugin(self.plugin(), self.env("ADD", i), self.conf(ports, i))[0]
+        return self.run_plugin(self.plugin_path or NETD_CNI, self.env("ADD", i),
+                               self.conf(ports, i))[0]
 
     def delete(self, i, ports):
-        return self.run_plugin(self.plugin(), self.env("DEL", i), self.conf(ports, i))[0]
+        return self.run_plugin(self.plugin_path or NETD_CNI, self.env("DEL", i),
+                               self.conf(ports, i))[0]
 
 
 class Ref(System):

@@ -907,18 +907,18 @@ pub fn endpoint_elements(
         );
     }
     for ip in &ep.ips {
-        if let IpAddr::V4(v4) = ip {
-            push(
-                TableFamily::Bridge,
-                OWN4,
-                Element {
-                    key: vec![veth(), Value::Ether(ep.mac), Value::Ipv4(*v4)],
-                    data: ElemData::None,
-                },
-            );
-        }
         let set = match ip {
-            IpAddr::V4(_) => ALLOW4,
+            IpAddr::V4(v4) => {
+                push(
+                    TableFamily::Bridge,
+                    OWN4,
+                    Element {
+                        key: vec![veth(), Value::Ether(ep.mac), Value::Ipv4(*v4)],
+                        data: ElemData::None,
+                    },
+                );
+                ALLOW4
+            }
             IpAddr::V6(_) => ALLOW6,
         };
         push(
