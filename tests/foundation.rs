@@ -105,6 +105,15 @@ fn two_containers_ping_through_the_bridge() {
     // Bridge holds the gateway and both host ends.
     assert_eq!(h.ns.addrs("nd-mynet"), vec!["10.88.0.1/16".to_string()]);
     assert_eq!(h.bridge_ports("nd-mynet").len(), 2);
+    // The host ends carry the bridge's MAC, so the bridge keeps one local forwarding entry,
+    // its own, not one per port (each new port walks them all).
+    let fdb = must(h.ns.cmd(&["bridge", "fdb", "show", "br", "nd-mynet"]));
+    let local: Vec<&str> = fdb
+        .lines()
+        .filter(|l| l.contains("master nd-mynet permanent"))
+        .collect();
+    assert_eq!(local.len(), 1, "{fdb}");
+    assert!(local[0].contains("dev nd-mynet "), "{fdb}");
     assert!(c1.ping("10.88.0.50"), "c1 -> db");
     assert!(c2.ping(&ip1), "c2 -> web");
     assert!(c1.ping("10.88.0.1"), "c1 -> gateway");

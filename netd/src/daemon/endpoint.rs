@@ -242,8 +242,17 @@ impl Daemon {
                 (bridge.index, bridge.mac.unwrap_or_default())
             }
         };
-        // Chosen here rather than by the kernel, so the result needs no read-back.
-        let host_mac = names::fresh_mac(host_veth);
+        // The bridge's own MAC: a port whose MAC the bridge already holds as a local address
+        // adds no forwarding-database entry of its own (the kernel keeps the first holder), so
+        // the entries every new port makes the bridge walk (`br_fdb_unsync_static`) stay at
+        // one instead of one per container. The host end never sends a frame of its own (no
+        // address, IPv6 off), so sharing it is invisible on the wire. A bridge whose MAC could
+        // not be read gets a fresh one per port, as before.
+        let host_mac = if bridge_mac == [0; 6] {
+            names::fresh_mac(host_veth)
+        } else {
+            bridge_mac
+        };
         let spec = VethSpec {
             host_name: host_veth.to_string(),
             peer_name: ifname.to_string(),
