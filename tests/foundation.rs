@@ -78,6 +78,9 @@ fn two_containers_ping_through_the_bridge() {
         host_link.contains("numtxqueues 1 numrxqueues 1"),
         "{host_link}"
     );
+    // The host end has IPv6 off (no link-local address and routes on every port).
+    let sysctl = format!("/proc/sys/net/ipv6/conf/{host_end}/disable_ipv6");
+    assert_eq!(must(h.ns.cmd(&["cat", &sysctl])).trim(), "1", "{sysctl}");
     assert!(
         !String::from_utf8_lossy(&c1.exec(&["ip", "-6", "addr", "show", "dev", "eth0"]).stdout)
             .contains("inet6"),

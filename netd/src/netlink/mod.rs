@@ -24,7 +24,6 @@ use nix::sys::stat::Mode;
 /// interface's IPv6 address generation, not `disable_ipv6`); it is written relative to
 /// [`ipv6_conf_dir`], not by its full path.
 pub fn disable_ipv6(ifname: &str) -> Result<(), NetlinkError> {
-    let key = || format!("net.ipv6.conf.{ifname}.disable_ipv6");
     let res = match ipv6_conf_dir() {
         Some(dir) => openat(
             dir,
@@ -44,7 +43,7 @@ pub fn disable_ipv6(ifname: &str) -> Result<(), NetlinkError> {
         // No IPv6 in this kernel or namespace: nothing to turn off.
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(NetlinkError::Sysctl {
-            key: key(),
+            key: format!("net.ipv6.conf.{ifname}.disable_ipv6"),
             source: e,
         }),
     }
