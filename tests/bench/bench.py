@@ -338,11 +338,14 @@ class Netd(System):
                 "CNI_ARGS": f"IgnoreUnknown=1;K8S_POD_NAME=c{i}"}
 
     def add(self, i, ports):
-        return self.run_plugin(self.plugin_path or NETD_CNI, self.env("ADD", i),
-                               self.conf(ports, i))[0]
+        return self.cni("ADD", i, ports)
 
     def delete(self, i, ports):
-        return self.run_plugin(self.plugin_path or NETD_CNI, self.env("DEL", i),
+        return self.cni("DEL", i, ports)
+
+    def cni(self, cmd, i, ports):
+        """Seconds one plugin run of `cmd` took for container `i`."""
+        return self.run_plugin(self.plugin_path or NETD_CNI, self.env(cmd, i),
                                self.conf(ports, i))[0]
 
 
