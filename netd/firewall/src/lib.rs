@@ -14,6 +14,7 @@ mod apply;
 mod conntrack;
 mod firewall;
 pub mod policy;
+mod ports;
 mod render;
 pub mod spec;
 mod sysctl;

@@ -141,7 +141,7 @@ impl PortMapping {
         Ok(())
     }
 
-    fn overlaps(&self, other: &PortMapping) -> bool {
+    pub(crate) fn overlaps(&self, other: &PortMapping) -> bool {
         let ips_overlap = match (self.host_ip, other.host_ip) {
             (None, _) | (_, None) => true,
             (Some(a), Some(b)) => a == b,
