@@ -10,6 +10,7 @@ import argparse
 import atexit
 import concurrent.futures as cf
 import ctypes
+import hashlib
 import json
 import os
 import platform
@@ -22,7 +23,6 @@ import subprocess
 import sys
 import threading
 import time
-import zlib
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results")
@@ -271,8 +271,11 @@ def machine():
 # The systems under test for CNI ADD/DEL.
 
 def cid_of(sys_name, i):
-    # 64 hex like a real runtime's container id; unique per system and index.
-    return f"{zlib.crc32(sys_name.encode()):08x}{i:056x}"
+    """64 hex digits like a real runtime's container id (a hash), unique per system and index.
+    Until the fifteenth round the ids were a per-system prefix and the index zero-padded, so
+    every container had the same first 12 digits, the short id runtimes register as a DNS
+    name: all 1,000 of netd's containers held one name, which no real host sees."""
+    return hashlib.sha256(f"{sys_name}-{i}".encode()).hexdigest()
 
 
 def port_maps(i, ports):
