@@ -209,7 +209,7 @@ impl NetRecords {
     /// that has one, in the network's zone.
     fn ptr_target(&self, addr: &IpAddr) -> Option<Name> {
         let zone = Name::from_ascii(&self.zone).ok()?;
-        self.by_ip.get(addr)?.iter().find_map(|ep| {
+        self.by_ip.get(addr)?.as_slice().iter().find_map(|ep| {
             let mut t = Name::from_ascii(ep.names.first()?)
                 .ok()?
                 .append_name(&zone)
@@ -278,11 +278,12 @@ impl NetRecords {
         bare: &'a str,
     ) -> Option<impl Iterator<Item = &'a Arc<EndpointDns>> + Clone + 'a> {
         let holds = move |ep: &Arc<EndpointDns>| ep.names.iter().any(|n| n == bare);
-        let mut all = self.holders.get(&name_hash(bare))?.iter();
+        let all = self.holders.get(&name_hash(bare))?.as_slice();
         // Another name with the same hash may share the entry; the first true holder is
         // checked once, here, and the iterator starts at it.
-        let head = all.find(|ep| holds(ep))?;
-        Some(std::iter::once(head).chain(all.filter(move |ep| holds(ep))))
+        let first = all.iter().position(holds)?;
+        let (head, rest) = all[first..].split_first()?;
+        Some(std::iter::once(head).chain(rest.iter().filter(move |ep| holds(ep))))
     }
 
     /// Appends the addresses of the endpoints `eps` (in that order, skipping ones already in
@@ -347,7 +348,7 @@ impl Records {
             .networks
             .values()
             .filter_map(|n| n.by_ip.get(&src))
-            .flat_map(Holders::iter)
+            .flat_map(Holders::as_slice)
             .collect();
         if !holders.is_empty() {
             // A network holding the address holds its endpoint: only the others need a look-up
@@ -564,78 +565,45 @@ pub(crate) enum Data {
 enum Holders {
     /// A name (hash) one endpoint holds.
     One(Arc<EndpointDns>),
-    /// A name (hash) several endpoints hold: a service alias, or a hash collision. A persistent
-    /// vector (behind an `Arc`, so the entry stays two words): adding or removing one holder
-    /// copies the chunk it lands in, not the whole list. A copied list took a reference on
-    /// every holder, one cold cache line each, so an alias that 1,000 replicas share cost
-    /// every attach and detach 1,000 of them.
-    Many(Arc<imbl::Vector<Arc<EndpointDns>>>),
-}
-
-/// The endpoints of a [`Holders`], in key order. Two words and a tag: query answers move it
-/// around by value, and `imbl`'s own iterator is several times larger.
-#[derive(Clone)]
-enum HoldersIter<'a> {
-    One(Option<&'a Arc<EndpointDns>>),
-    Many(&'a imbl::Vector<Arc<EndpointDns>>, usize),
-}
-
-impl<'a> Iterator for HoldersIter<'a> {
-    type Item = &'a Arc<EndpointDns>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        match self {
-            HoldersIter::One(one) => one.take(),
-            HoldersIter::Many(eps, at) => {
-                let ep = eps.get(*at)?;
-                *at += 1;
-                Some(ep)
-            }
-        }
-    }
+    /// A name (hash) several endpoints hold: a service alias, or a hash collision.
+    Many(Arc<[Arc<EndpointDns>]>),
 }
 
 impl Holders {
     /// The endpoints, in key order.
-    fn iter(&self) -> HoldersIter<'_> {
+    fn as_slice(&self) -> &[Arc<EndpointDns>] {
         match self {
-            Holders::One(ep) => HoldersIter::One(Some(ep)),
-            Holders::Many(eps) => HoldersIter::Many(eps, 0),
+            Holders::One(ep) => std::slice::from_ref(ep),
+            Holders::Many(eps) => eps,
         }
     }
 
     /// These endpoints with `ep` added or replacing the one with its key.
     fn with(&self, ep: &Arc<EndpointDns>) -> Holders {
-        let mut eps = match self {
-            Holders::One(one) if one.key == ep.key => return Holders::One(ep.clone()),
-            Holders::One(one) => imbl::Vector::unit(one.clone()),
-            Holders::Many(eps) => (**eps).clone(),
-        };
+        let mut eps = self.as_slice().to_vec();
         match eps.binary_search_by(|e| e.key.cmp(&ep.key)) {
-            Ok(at) => {
-                eps.set(at, ep.clone());
-            }
+            Ok(at) => eps[at] = ep.clone(),
             Err(at) => eps.insert(at, ep.clone()),
         }
-        Holders::Many(Arc::new(eps))
+        Holders::from_vec(eps).unwrap_or_else(|| Holders::One(ep.clone()))
     }
 
     /// These endpoints without the one keyed `key`; None when none is left.
     fn without(&self, key: &str) -> Option<Holders> {
-        let eps = match self {
-            Holders::One(one) if *one.key == *key => return None,
-            Holders::One(_) => return Some(self.clone()),
-            Holders::Many(eps) => eps,
-        };
-        let Ok(at) = eps.binary_search_by(|e| e.key.as_str().cmp(key)) else {
-            return Some(self.clone());
-        };
-        let mut eps = (**eps).clone();
-        eps.remove(at);
+        let eps: Vec<Arc<EndpointDns>> = self
+            .as_slice()
+            .iter()
+            .filter(|e| e.key != key)
+            .cloned()
+            .collect();
+        Holders::from_vec(eps)
+    }
+
+    fn from_vec(mut eps: Vec<Arc<EndpointDns>>) -> Option<Holders> {
         match eps.len() {
             0 => None,
-            1 => eps.pop_front().map(Holders::One),
-            _ => Some(Holders::Many(Arc::new(eps))),
+            1 => eps.pop().map(Holders::One),
+            _ => Some(Holders::Many(eps.into())),
         }
     }
 }
@@ -761,7 +729,7 @@ mod tests {
                     let got: std::collections::HashMap<IpAddr, Vec<String>> = recs
                         .by_ip
                         .iter()
-                        .map(|(k, v)| (*k, v.iter().map(|e| e.key.clone()).collect()))
+                        .map(|(k, v)| (*k, v.as_slice().iter().map(|e| e.key.clone()).collect()))
                         .collect();
                     // The PTR target is the first holder's (by key) first name in the zone.
                     for (addr, keys) in &by_ip {
@@ -779,9 +747,8 @@ mod tests {
         }
     }
 
-    /// A service alias that hundreds of replicas share (more than one chunk of the holder
-    /// list) answers every replica in key order, through additions, a replacement and
-    /// removals in any order.
+    /// A service alias that hundreds of replicas share answers every replica in key order,
+    /// through additions, a replacement and removals in any order.
     #[test]
     fn an_alias_many_replicas_share() {
         let key = |i: usize| format!("r{i:04}");
