@@ -1208,7 +1208,8 @@ def main():
         # Re-run some sections into an existing result; the rest is kept.
         prev = json.load(open(fn))
         prev.setdefault("reruns", []).append({"sections": a.only, "machine": out["machine"],
-                                              "versions": out["versions"]})
+                                              "versions": out["versions"],
+                                              "cni_phases": a.cni_phases or "all"})
         out = prev
     log(f"machine {out['machine']}")
     only = a.only.split(",")

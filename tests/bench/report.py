@@ -25,6 +25,34 @@ def tables(r):
                f"(start) / {' '.join(m.get('loadavg_end', []))} (end); {m['date']}"
                f"{'; QUICK run' if r.get('quick') else ''}\n")
     out.append("Versions: " + "; ".join(f"{k} {v}" for k, v in r["versions"].items()) + "\n")
+    # Sections re-run with --update since: the machine line above is the first run's, and the
+    # rows below come from each section's latest run (its own date, build and kernel).
+    def line(what, rr):
+        rm = rr["machine"]
+        return (f"Latest run of {what}: {rm['date']}, netd {rr['versions'].get('netd_git')}, "
+                f"kernel {rm['kernel']}; load average {' '.join(rm['loadavg_start'])} (start) / "
+                f"{' '.join(rm.get('loadavg_end', []))} (end)\n")
+    latest, phases = {}, {}
+    for rr in r.get("reruns", []):
+        for sec in rr["sections"].split(","):
+            latest[sec] = rr
+        # A CNI re-run may cover only some phases (--cni-phases); older records do not say.
+        if "cni" in rr["sections"].split(",") and rr.get("cni_phases", "all") != "all":
+            for ph in rr["cni_phases"].split(","):
+                phases[ph] = rr
+    for sec, rr in sorted(latest.items()):
+        if sec == "cni" and phases:
+            # Whole-section runs before the last per-phase ones still own the other phases.
+            whole = [x for x in r["reruns"] if "cni" in x["sections"].split(",")
+                     and x.get("cni_phases", "all") == "all"]
+            for ph in ("noports-seq", "noports-par8", "ports-seq", "ports-par8"):
+                own = phases.get(ph)
+                if whole and (own is None or r["reruns"].index(whole[-1]) > r["reruns"].index(own)):
+                    own = whole[-1]
+                if own:
+                    out.append(line(f"`cni` phase {ph}", own))
+        else:
+            out.append(line(f"`{sec}`", rr))
     if "floor" in r:
         fl = r["floor"]
         out.append("### Floor (bare kernel calls, one `ip -batch` process)\n")
