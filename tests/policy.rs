@@ -264,6 +264,28 @@ fn firewall_tables_are_restored_after_a_flush() {
     must(h.ns.cmd(&["nft", "delete", "table", "inet", "netd"]));
     h.restart();
     assert_eq!(set_elems(&h, "pub4_any").len(), before);
+    // The daemon's index of published ports is rebuilt with the tables: 8080 is still taken
+    // (refused by netd, naming it, not by the kernel's duplicate-element error), 8081 is free.
+    let c2 = h.container("c2");
+    let dup = |port: &str| {
+        h.netctl(&[
+            "connect",
+            "d",
+            "--netns",
+            &c2.path(),
+            "--name",
+            "two",
+            "-p",
+            port,
+        ])
+    };
+    let o = dup("8080:81");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("already published"),
+        "{err}"
+    );
+    assert!(dup("8081:81").status.success(), "{}", h.log());
 }
 
 #[test]
