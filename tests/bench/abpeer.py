@@ -23,16 +23,15 @@ import statistics
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import ab  # noqa: E402
 import bench  # noqa: E402
 
 
-class Build(bench.Netd):
-    """A netd instance running a given binary, optionally giving its containers an alias."""
+class Build(ab.Build):
+    """ab.py's build instance, optionally giving its containers an alias."""
 
     def __init__(self, tag, binary, alias):
-        super().__init__()
-        self.name, self.short, self.binary = f"netd-{tag}", tag, binary
-        self.host = f"ndb-{tag}-h"
+        super().__init__(tag, binary)
         self.alias = alias
 
     def conf(self, ports, i):
@@ -96,9 +95,10 @@ def main():
         print(f"peer {a.peer}, {a.par} at once, {'2 ports' if a.ports else 'no ports'}"
               f"{', alias ' + a.alias if a.alias else ''}; per window of 100:")
         for b in builds:
-            base = os.path.basename(b.binary)
-            print(f"  {b.name} ({base}) p50 ms:     " + " ".join(f"{r[0]:.2f}" for r in rows[b.name]))
-            print(f"  {b.name} ({base}) CPU ms/ADD: " + " ".join(f"{r[2]:.2f}" for r in rows[b.name]))
+            print(f"  {b.name} ({ab.label(b)}) p50 ms:     "
+                  + " ".join(f"{r[0]:.2f}" for r in rows[b.name]))
+            print(f"  {b.name} ({ab.label(b)}) CPU ms/ADD: "
+                  + " ".join(f"{r[2]:.2f}" for r in rows[b.name]))
     finally:
         for p in pools.values():
             p.shutdown()

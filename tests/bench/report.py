@@ -13,6 +13,9 @@ def f(x, nd=1):
     return "–" if x is None else f"{x:.{nd}f}"
 
 
+CNI_PHASES = ("noports-seq", "noports-par8", "ports-seq", "ports-par8")
+
+
 def ratio(a, b):
     return "–" if not a or not b else f"{b / a:.1f}×"
 
@@ -32,27 +35,22 @@ def tables(r):
         return (f"Latest run of {what}: {rm['date']}, netd {rr['versions'].get('netd_git')}, "
                 f"kernel {rm['kernel']}; load average {' '.join(rm['loadavg_start'])} (start) / "
                 f"{' '.join(rm.get('loadavg_end', []))} (end)\n")
-    latest, phases = {}, {}
+    # Which run each section (and each CNI phase: a re-run may cover only some, with
+    # --cni-phases; records without the key covered them all) last came from.
+    owner = {}
     for rr in r.get("reruns", []):
         for sec in rr["sections"].split(","):
-            latest[sec] = rr
-        # A CNI re-run may cover only some phases (--cni-phases); older records do not say.
-        if "cni" in rr["sections"].split(",") and rr.get("cni_phases", "all") != "all":
-            for ph in rr["cni_phases"].split(","):
-                phases[ph] = rr
-    for sec, rr in sorted(latest.items()):
-        if sec == "cni" and phases:
-            # Whole-section runs before the last per-phase ones still own the other phases.
-            whole = [x for x in r["reruns"] if "cni" in x["sections"].split(",")
-                     and x.get("cni_phases", "all") == "all"]
-            for ph in ("noports-seq", "noports-par8", "ports-seq", "ports-par8"):
-                own = phases.get(ph)
-                if whole and (own is None or r["reruns"].index(whole[-1]) > r["reruns"].index(own)):
-                    own = whole[-1]
-                if own:
-                    out.append(line(f"`cni` phase {ph}", own))
-        else:
-            out.append(line(f"`{sec}`", rr))
+            owner[f"`{sec}`"] = rr
+            if sec == "cni":
+                cover = rr.get("cni_phases", "all")
+                for ph in CNI_PHASES if cover == "all" else cover.split(","):
+                    owner[f"`cni` phase {ph}"] = rr
+    split = any(owner.get(f"`cni` phase {ph}") is not owner.get("`cni`") for ph in CNI_PHASES)
+    for what, rr in sorted(owner.items()):
+        # One line for CNI when one run covered every phase, else one per phase.
+        if what.startswith("`cni`") and what.startswith("`cni` phase") != split:
+            continue
+        out.append(line(what, rr))
     if "floor" in r:
         fl = r["floor"]
         out.append("### Floor (bare kernel calls, one `ip -batch` process)\n")
